@@ -1,0 +1,97 @@
+/**
+ * WebGPU adapter and device acquisition. Requests the adapter's real limits
+ * (so large models can use the full storage-binding and buffer sizes) and the
+ * optional features we can use. Deno returns `null` silently when there is no
+ * adapter; we turn that into a clear error.
+ */
+import { BasedError } from "./errors.ts";
+
+export interface GpuInfo {
+  name: string;
+  vendor: string;
+  architecture: string;
+  backend: string;
+  isFallback: boolean;
+  features: string[];
+  limits: Record<string, number>;
+}
+
+export interface Gpu {
+  adapter: GPUAdapter;
+  device: GPUDevice;
+  info: GpuInfo;
+  hasTimestamps: boolean;
+  hasF16: boolean;
+}
+
+const WANTED_FEATURES: GPUFeatureName[] = ["timestamp-query", "shader-f16"];
+
+const WANTED_LIMITS = [
+  "maxStorageBufferBindingSize",
+  "maxBufferSize",
+  "maxComputeWorkgroupStorageSize",
+  "maxComputeInvocationsPerWorkgroup",
+  "maxComputeWorkgroupSizeX",
+  "maxComputeWorkgroupSizeY",
+  "maxComputeWorkgroupSizeZ",
+  "maxComputeWorkgroupsPerDimension",
+  "maxStorageBuffersPerShaderStage",
+  "maxBindGroups",
+  "maxUniformBufferBindingSize",
+  "maxDynamicUniformBuffersPerPipelineLayout",
+] as const;
+
+/** Returns the environment-selected backend name for messages. */
+export function backendName(): string {
+  return Deno.env.get("DENO_WEBGPU_BACKEND") ?? "default";
+}
+
+export async function requestGpu(
+  opts: { powerPreference?: GPUPowerPreference } = {},
+): Promise<Gpu> {
+  if (typeof navigator === "undefined" || !("gpu" in navigator) || !navigator.gpu) {
+    throw new BasedError(
+      "WebGPU is not available in this runtime",
+      "run with Deno 2.x, which ships navigator.gpu",
+    );
+  }
+  const adapter = await navigator.gpu.requestAdapter({
+    powerPreference: opts.powerPreference ?? "high-performance",
+  });
+  if (!adapter) {
+    throw new BasedError(
+      "no GPU adapter found",
+      "install a Vulkan driver (on Debian: apt-get install mesa-vulkan-drivers libvulkan1) " +
+        "and set DENO_WEBGPU_BACKEND=vulkan",
+    );
+  }
+  const requiredFeatures = WANTED_FEATURES.filter((f) => adapter.features.has(f));
+  const requiredLimits: Record<string, number> = {};
+  for (const k of WANTED_LIMITS) {
+    const v = (adapter.limits as unknown as Record<string, number>)[k];
+    if (typeof v === "number") requiredLimits[k] = v;
+  }
+  const device = await adapter.requestDevice({ requiredFeatures, requiredLimits });
+  const limits: Record<string, number> = {};
+  for (const k of WANTED_LIMITS) {
+    const v = (device.limits as unknown as Record<string, number>)[k];
+    if (typeof v === "number") limits[k] = v;
+  }
+  const ai = adapter.info;
+  const info: GpuInfo = {
+    name: ai.description || ai.device || "unknown adapter",
+    vendor: ai.vendor,
+    architecture: ai.architecture,
+    backend: backendName(),
+    isFallback: (ai as unknown as { isFallbackAdapter?: boolean }).isFallbackAdapter ?? false,
+    features: [...device.features].sort(),
+    limits,
+  };
+  return {
+    adapter,
+    device,
+    info,
+    hasTimestamps: device.features.has("timestamp-query"),
+    hasF16: device.features.has("shader-f16"),
+  };
+}
