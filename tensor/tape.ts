@@ -4,7 +4,7 @@
  * tensor id, sums the gradients of reused tensors, accumulates into leaves'
  * `.grad`, and releases each node's saved tensors as soon as it has run.
  */
-import { keep, Tensor } from "./tensor.ts";
+import { keep, type Tensor } from "./tensor.ts";
 import { accumulate, fill } from "../kernels/elementwise.ts";
 
 /** Returned by a backward function for an input whose gradient it already added into `acc[i]`. */

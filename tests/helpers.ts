@@ -166,3 +166,15 @@ export function param(e: Engine, data: F64, shape: number[]): Tensor {
   t.requiresGrad = true;
   return t;
 }
+
+/** The repository root. */
+export const REPO = new URL("..", import.meta.url).pathname;
+
+/**
+ * The shared folder beside the checkout (spec, fixtures, data), overridable
+ * with BASED_SHARED_DIR.
+ */
+export const SHARED = Deno.env.get("BASED_SHARED_DIR") ??
+  new URL("../../shared/", import.meta.url).pathname;
+
+export const FIXTURES = `${SHARED.replace(/\/$/, "")}/fixtures`;
