@@ -43,6 +43,32 @@ program.command("bench")
     await runBench(opts);
   });
 
+program.command("parity")
+  .description("compare against reference fixtures (a folder with manifest.json + safetensors)")
+  .argument("<dir>", "fixture folder")
+  .option("--view <views>", "linear-attention views to run (comma-separated)", "quadratic,chunked,cumsum")
+  .option("--filter <text>", "only cases whose name contains this")
+  .action(async (dir: string, opts: { view: string; filter?: string }) => {
+    const { runParity } = await import("./model/parity.ts");
+    const { resolveView } = await import("./kernels/linear_attention.ts");
+    const e = await initEngine();
+    console.log(`parity: ${dir} on ${e.info.name}`);
+    const views = [...new Set(opts.view.split(",").map((v) => resolveView(v.trim())))];
+    const results = await runParity(e, dir, { views, filter: opts.filter });
+    const passed = results.filter((r) => r.status === "pass").length;
+    const failed = results.filter((r) => r.status === "fail").length;
+    console.log(`${passed} passed, ${failed} failed`);
+    if (failed) Deno.exit(1);
+  });
+
+program.command("plot")
+  .description("regenerate the SVG plots (loss, perplexity) of a run directory")
+  .argument("<run_dir>", "a training run directory (holds metrics.jsonl)")
+  .action(async (dir: string) => {
+    const { writePlots } = await import("./train/metrics.ts");
+    for (const p of await writePlots(dir)) console.log(`wrote ${p}`);
+  });
+
 try {
   await program.parseAsync(Deno.args, { from: "user" });
   Deno.exit(0);

@@ -1,0 +1,84 @@
+/**
+ * The sequence mixers and the MLP of a Based block, as functions of their
+ * input and a parameter lookup (names relative to the module, as in the
+ * reference's state_dict: `in_proj.weight`, `proj_q.weight`, `Wqkv.weight`...).
+ */
+import type { Tensor } from "../tensor/tensor.ts";
+import type { MixerConfig } from "./config.ts";
+import { linear } from "../kernels/matmul.ts";
+import { reshape, split } from "../kernels/layout.ts";
+import { swiglu } from "../kernels/elementwise.ts";
+import { causalConv1d } from "../kernels/conv1d.ts";
+import { linearAttention, resolveView } from "../kernels/linear_attention.ts";
+import { slidingWindowAttention } from "../kernels/sliding_window.ts";
+import { rotaryQK } from "../kernels/rotary.ts";
+
+export type Weights = (name: string) => Tensor;
+
+export interface MixerContext {
+  nEmbd: number;
+  rotaryBase: number;
+  rotaryFraction: number;
+}
+
+/** BaseConv (spec §2.5): out_proj(silu(conv(u1)) ⊙ u2), [u1 | u2] = in_proj(x). */
+export function baseConv(m: MixerConfig, w: Weights, x: Tensor, d: number): Tensor {
+  const inner = (m.expandProj * d) / 2;
+  const z = linear(x, w("in_proj.weight"), m.useBias ? w("in_proj.bias") : undefined);
+  const [u1, u2] = split(z, -1, [inner, inner]);
+  const conv = causalConv1d(u1, w("conv.conv.weight"));
+  return linear(swiglu(u2, conv), w("out_proj.weight"), m.useBias ? w("out_proj.bias") : undefined);
+}
+
+/** LinearAttention with the Taylor feature map (spec §2.6), in the configured training view. */
+export function linearAttentionMixer(m: MixerConfig, w: Weights, x: Tensor, B: number, L: number): Tensor {
+  const q = reshape(linear(x, w("proj_q.weight")), [B, L, m.numHeads, m.featureDim]);
+  const k = reshape(linear(x, w("proj_k.weight")), [B, L, m.numHeads, m.featureDim]);
+  const v = reshape(linear(x, w("proj_v.weight")), [B, L, m.numHeads, m.headDim]);
+  const y = linearAttention(q, k, v, { view: resolveView(m.view), eps: m.eps, featureDim: m.featureDim });
+  return linear(reshape(y, [B, L, m.numHeads * m.headDim]), w("out_proj.weight"));
+}
+
+/** SlidingAttention (spec §2.7): rotary q, k; softmax over keys i − window/2 … i. Also full MHA. */
+export function slidingMixer(
+  m: MixerConfig,
+  w: Weights,
+  x: Tensor,
+  B: number,
+  L: number,
+  ctx: MixerContext,
+): Tensor {
+  const d = ctx.nEmbd;
+  const dh = d / m.numHeads;
+  const qkv = reshape(linear(x, w("Wqkv.weight")), [B, L, 3, m.numHeads, dh]);
+  const rot = rotaryQK(qkv, { base: ctx.rotaryBase, rotaryDim: Math.round(dh * ctx.rotaryFraction) });
+  const window = Number.isFinite(m.window) ? m.window : 2 * L + 2;
+  const o = slidingWindowAttention(rot, { window, scale: dh ** -0.5 });
+  return linear(reshape(o, [B, L, d]), w("out_proj.weight"));
+}
+
+export function mixerForward(
+  m: MixerConfig,
+  w: Weights,
+  x: Tensor,
+  B: number,
+  L: number,
+  ctx: MixerContext,
+): Tensor {
+  switch (m.kind) {
+    case "conv":
+      return baseConv(m, w, x, ctx.nEmbd);
+    case "linear":
+      return linearAttentionMixer(m, w, x, B, L);
+    case "slide":
+    case "mha":
+      return slidingMixer(m, w, x, B, L, ctx);
+  }
+}
+
+/** SwiGLU MLP (spec §2.4): fc2(value ⊙ silu(gate)), [value | gate] = fc1(x). */
+export function mlpForward(w: Weights, x: Tensor, hidden: number): Tensor {
+  const h = linear(x, w("fc1.weight"));
+  const [value, gate] = split(h, -1, [hidden, hidden]);
+  return linear(swiglu(value, gate), w("fc2.weight"));
+}
