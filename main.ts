@@ -33,6 +33,77 @@ program.command("info")
     }
   });
 
+program.command("train")
+  .description("train a model: based train experiment=example/based-360m trainer.devices=1")
+  .argument("[overrides...]", "key=value, +key=value, ~key, group=option (Hydra syntax)")
+  .option("--cfg", "print the resolved config as YAML and exit")
+  .option("--config-dir <dir>", "a directory of YAML configs searched before the built-in ones")
+  .action(async (overrides: string[], opts: { cfg?: boolean; configDir?: string }) => {
+    const { loadConfig } = await import("./train/cli.ts");
+    const cfg = await loadConfig(overrides, opts.configDir);
+    if (opts.cfg) {
+      const { toYaml } = await import("./config/mod.ts");
+      console.log(toYaml(cfg));
+      return;
+    }
+    const { train } = await import("./train/loop.ts");
+    await train(cfg);
+  });
+
+program.command("eval")
+  .description("validation and test loss / perplexity of a checkpoint")
+  .requiredOption("--checkpoint <dir>", "a checkpoint (step_*) or a checkpoint directory (newest)")
+  .option("--split <names>", "splits to evaluate", "validation,test")
+  .option("--limit <n>", "at most this many batches per split")
+  .argument("[overrides...]", "datamodule overrides, e.g. datamodule.batch_size_eval=8")
+  .action(async (overrides: string[], opts: { checkpoint: string; split: string; limit?: string }) => {
+    const { findCheckpoint, modelFromCheckpoint } = await import("./train/restore.ts");
+    const { evaluate } = await import("./train/loop.ts");
+    const { loadDataModule } = await import("./data/datamodule.ts");
+    const { applyOverrides } = await import("./config/mod.ts");
+    const e = await initEngine();
+    const ck = await findCheckpoint(opts.checkpoint);
+    const { model, cfg } = modelFromCheckpoint(e, ck);
+    const c = applyOverrides(cfg, overrides) as Record<string, Record<string, unknown>>;
+    const dm = await loadDataModule(c.datamodule, { cwd: Deno.cwd(), log: console.log });
+    const L = Number(c.datamodule.max_length);
+    const bs = Number(c.datamodule.batch_size_eval ?? c.datamodule.batch_size);
+    console.log(`checkpoint ${ck.dir} (step ${ck.state.step}) on ${e.info.name}`);
+    for (const split of opts.split.split(",")) {
+      const ds = split === "test" ? dm.test : split === "train" ? dm.train : dm.validation;
+      const r = await evaluate(e, model, ds, { batchSize: bs, seqLen: L, limitBatches: opts.limit ? Number(opts.limit) : undefined });
+      console.log(`${split}: loss ${r.loss.toFixed(6)} | ppl ${r.ppl.toFixed(3)} | ${r.tokens} tokens`);
+    }
+  });
+
+program.command("generate")
+  .description("continue a prompt with a trained checkpoint")
+  .requiredOption("--checkpoint <dir>", "a checkpoint (step_*) or a checkpoint directory (newest)")
+  .option("--prompt <text>", "the prompt", "In the beginning")
+  .option("--max-new-tokens <n>", "tokens to generate", "50")
+  .option("--temperature <t>", "0 = greedy", "0")
+  .option("--top-k <k>", "sample among the k most likely (0 = all)", "0")
+  .option("--seed <n>", "sampling seed", "0")
+  .action(async (opts: { checkpoint: string; prompt: string; maxNewTokens: string; temperature: string; topK: string; seed: string }) => {
+    const { findCheckpoint, modelFromCheckpoint } = await import("./train/restore.ts");
+    const { generate } = await import("./train/generate.ts");
+    const e = await initEngine();
+    const { model } = modelFromCheckpoint(e, await findCheckpoint(opts.checkpoint));
+    const enc = new TextEncoder();
+    Deno.stdout.writeSync(enc.encode(opts.prompt));
+    await generate(e, model, {
+      prompt: opts.prompt,
+      maxNewTokens: Number(opts.maxNewTokens),
+      temperature: Number(opts.temperature),
+      topK: Number(opts.topK),
+      seed: Number(opts.seed),
+      context: model.config.maxLength,
+      stopAtEos: false,
+      onToken: (t) => Deno.stdout.writeSync(enc.encode(t)),
+    });
+    console.log();
+  });
+
 program.command("bench")
   .description("benchmarks: measured figure, the limit it is compared with, and the ratio")
   .option("--only <names>", "comma-separated subset: copy,matmul,attention,optim,step")

@@ -70,10 +70,11 @@ export function fill(t: Tensor, value: number): Tensor {
   return t;
 }
 
-/** dst += src (in place). */
-export function accumulate(dst: Tensor, src: Tensor): Tensor {
+/** dst += s·src (in place; s defaults to 1). */
+export function accumulate(dst: Tensor, src: Tensor, s = 1): Tensor {
   sameSize("accumulate", dst, src);
-  launch("accumulate", { x: src }, dst, "o_ + x_");
+  if (s === 1) launch("accumulate", { x: src }, dst, "o_ + x_");
+  else launch("accumulate_scaled", { x: src }, dst, "o_ + P.a * x_", s);
   return dst;
 }
 

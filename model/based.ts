@@ -13,6 +13,7 @@ import { addRmsNorm } from "../kernels/rmsnorm.ts";
 import { reshape } from "../kernels/layout.ts";
 import { embedding } from "../kernels/embedding.ts";
 import { mixerForward, mlpForward } from "./mixers.ts";
+import { sortSpecsForOptimizer } from "../optim/groups.ts";
 import { lmHeadLogits, lmHeadLoss } from "./lm_head.ts";
 
 export const EMBEDDING = "transformer.embeddings.word_embeddings.weight";
@@ -51,13 +52,18 @@ export class BasedLM {
     opts: { seed: number; groupOf: GroupFn; groupOrder?: string[] },
   ): BasedLM {
     const decls = declareParams(config);
-    const specs = decls.map((d) => ({
-      name: d.name,
-      shape: d.shape,
-      group: opts.groupOf(d.name, d.kind),
-      init: initValues(d, opts.seed),
-    }));
-    const store = new ParamStore(engine, specs, opts.groupOrder ?? ["decay", "no_decay"]);
+    const order = opts.groupOrder ?? ["decay", "no_decay"];
+    // the reference's optimizer order: by group, then by sorted name
+    const specs = sortSpecsForOptimizer(
+      decls.map((d) => ({
+        name: d.name,
+        shape: d.shape,
+        group: opts.groupOf(d.name, d.kind),
+        init: initValues(d, opts.seed),
+      })),
+      order,
+    );
+    const store = new ParamStore(engine, specs, order);
     return new BasedLM(engine, config, store);
   }
 

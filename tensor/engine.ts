@@ -238,7 +238,7 @@ export class Engine {
     const entries: GPUBindGroupLayoutEntry[] = [{
       binding: 0,
       visibility: GPUShaderStage.COMPUTE,
-      buffer: { type: "uniform", hasDynamicOffset: true, minBindingSize: 16 },
+      buffer: { type: "uniform", hasDynamicOffset: true, minBindingSize: SLOT },
     }];
     Object.values(k.spec.bindings).forEach((b, i) => {
       const access = typeof b === "string" ? b : b.access;

@@ -52,9 +52,18 @@ export class ParamStore {
   readonly chunkSizes: number[] = [];
   readonly segments: Segment[] = [];
 
-  /** Lays out and uploads `specs`, grouped in `groupOrder` (then by the specs' order). */
-  constructor(readonly engine: Engine, specs: ParamSpec[], groupOrder: string[]) {
-    const maxElems = Math.floor(engine.maxBinding / 4 / ALIGN) * ALIGN;
+  /**
+   * Lays out and uploads `specs`, grouped in `groupOrder` (then by the specs' order).
+   * `opts.maxChunkElements` caps a chunk below the adapter's limit (tests: force several chunks).
+   */
+  constructor(
+    readonly engine: Engine,
+    specs: ParamSpec[],
+    groupOrder: string[],
+    opts: { maxChunkElements?: number } = {},
+  ) {
+    const cap = Math.min(engine.maxBinding / 4, opts.maxChunkElements ?? Infinity);
+    const maxElems = Math.max(ALIGN, Math.floor(cap / ALIGN) * ALIGN);
     const ordered = [...specs].sort((a, b) => rank(a.group) - rank(b.group));
     function rank(g: string) {
       const i = groupOrder.indexOf(g);

@@ -1,0 +1,7 @@
+/** Shared CLI plumbing: composing the config from the command line. */
+import { composeConfig, type Config, dirSource } from "../config/mod.ts";
+
+export async function loadConfig(overrides: string[], configDir?: string): Promise<Config> {
+  const sources = configDir ? [await dirSource(configDir)] : [];
+  return composeConfig(overrides, { extraSources: sources, cwd: Deno.cwd(), env: Deno.env.toObject() });
+}

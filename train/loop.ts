@@ -1,0 +1,245 @@
+/**
+ * The training loop (spec §4): micro-batches with gradient accumulation,
+ * global-norm clipping, AdamW with the timm cosine schedule, validation every
+ * val_check_interval, test at the end, crash-safe checkpoints and resume.
+ * A step is recorded into one command encoder per micro-batch upload; the
+ * only readbacks are the loss and grad norm at logging steps, evaluations and
+ * checkpoints.
+ */
+import { join, resolve } from "node:path";
+import { type Engine, initEngine } from "../tensor/engine.ts";
+import { BasedError, formatBytes } from "../tensor/errors.ts";
+import { backward, clearTape, noGrad } from "../tensor/tape.ts";
+import { tidy, type Tensor } from "../tensor/tensor.ts";
+import { accumulate, fill } from "../kernels/elementwise.ts";
+import { type Batch, BasedLM } from "../model/based.ts";
+import { modelConfigFromCfg } from "../model/config.ts";
+import { AdamW } from "../optim/adamw.ts";
+import { GradClip } from "../optim/clip.ts";
+import { paramGroup } from "../optim/groups.ts";
+import { lrAt, scheduleFromConfig } from "../optim/schedule.ts";
+import { type Config, toYaml } from "../config/mod.ts";
+import { loadDataModule } from "../data/datamodule.ts";
+import { type LMDataset, TrainSampler } from "../data/lm_dataset.ts";
+import { ensureWritableDir, latestCheckpoint, saveCheckpoint } from "./checkpoint.ts";
+import { MetricsLog, writePlots } from "./metrics.ts";
+import { Progress, stepLine } from "./progress.ts";
+import { readSettings, type TrainSettings } from "./settings.ts";
+
+export interface TrainOptions {
+  cwd?: string;
+  log?: (s: string) => void;
+  /** stop after this many optimizer steps of this process (tests: simulated crash points) */
+  stopAfter?: number;
+  engine?: Engine;
+}
+
+export interface TrainResult {
+  steps: number;
+  losses: Map<number, number>;
+  val: { step: number; loss: number; ppl: number }[];
+  test?: { loss: number; ppl: number };
+  runDir: string;
+  checkpointDir: string;
+}
+
+/** Uploads a batch's token ids and labels. */
+function uploadBatch(e: Engine, ds: LMDataset, indices: number[], L: number): Batch & { labels: Tensor } {
+  const { inputs, labels } = ds.batch(indices);
+  const B = indices.length;
+  return {
+    ids: e.tensor(inputs, [B, L], "i32"),
+    hostIds: inputs,
+    labels: e.tensor(labels, [B, L], "i32"),
+    B,
+    L,
+  };
+}
+
+/** Token-weighted mean loss over a split (spec §4.6); one readback at the end. */
+export async function evaluate(
+  e: Engine,
+  model: BasedLM,
+  ds: LMDataset,
+  opts: { batchSize: number; limitBatches?: number; seqLen: number },
+): Promise<{ loss: number; ppl: number; tokens: number }> {
+  const total = e.empty([1]);
+  fill(total, 0);
+  let tokens = 0, batches = 0;
+  const limit = opts.limitBatches ?? Infinity;
+  for (let i = 0; i < ds.length && batches < limit; i += opts.batchSize) {
+    const idx = [];
+    for (let j = i; j < Math.min(ds.length, i + opts.batchSize); j++) idx.push(j);
+    const b = uploadBatch(e, ds, idx, opts.seqLen);
+    const T = b.B * b.L;
+    // sum of token losses = mean × T, accumulated in a fixed order (deterministic)
+    noGrad(() => tidy(() => accumulate(total, model.loss(b), T)));
+    b.ids.dispose();
+    b.labels.dispose();
+    tokens += T;
+    batches++;
+  }
+  const sum = (await e.readF32(total))[0];
+  total.dispose();
+  const loss = sum / Math.max(1, tokens);
+  return { loss, ppl: Math.exp(loss), tokens };
+}
+
+export async function train(cfg: Config, opts: TrainOptions = {}): Promise<TrainResult> {
+  const log = opts.log ?? ((s: string) => console.log(s));
+  const cwd = opts.cwd ?? Deno.cwd();
+  const S: TrainSettings = readSettings(cfg, cwd);
+  const e = opts.engine ?? await initEngine();
+  log(`adapter: ${e.info.name} (${e.info.backend})`);
+
+  // ---- data
+  const dm = await loadDataModule(cfg.datamodule as Record<string, unknown>, { cwd, log });
+  const L = S.maxLength;
+  if (dm.train.length < 1) throw new BasedError("the training split is shorter than one sequence", "use a larger corpus or a smaller datamodule.max_length");
+
+  // ---- model and optimizer
+  const mc = modelConfigFromCfg(S.modelConfig, L);
+  const groupOf = (name: string, kind: Parameters<typeof paramGroup>[1]) => paramGroup(name, kind, S.grouping);
+  const model = BasedLM.create(e, mc, { seed: S.seed, groupOf });
+  log(`model: ${model.store.count.toLocaleString("en-US")} parameters, ${mc.nLayer} layers ` +
+    `(${mc.layers.map((l) => l.kind[0]).join("")}), vocabulary ${mc.vocabPadded}`);
+  const adam = new AdamW(model.store, {
+    decay: { weightDecay: S.weightDecay },
+    no_decay: { weightDecay: 0 },
+  }, { lr: S.lr, betas: S.betas, eps: S.eps });
+  const clip = new GradClip(model.store, S.clipNorm);
+  const sched = scheduleFromConfig(S.scheduler, S.lr);
+  const sampler = new TrainSampler(dm.train.length, { seed: S.dataSeed, batchSize: S.batchSize, worldSize: 1, rank: 0 });
+
+  // ---- run directory, checkpoints
+  await ensureWritableDir(S.runDir, "run", "hydra.run.dir");
+  await ensureWritableDir(S.checkpointDir, "checkpoint", "callbacks.model_checkpoint.dirpath");
+  await Deno.writeTextFile(join(S.runDir, "config.yaml"), toYaml(cfg));
+  const metrics = new MetricsLog(join(S.runDir, "metrics.jsonl"));
+  let step = 0;
+  const losses = new Map<number, number>();
+  const val: TrainResult["val"] = [];
+  let tokensSeen = 0;
+  if (S.resume) {
+    const ck = await latestCheckpoint(S.checkpointDir, log);
+    if (ck) {
+      model.store.load(ck.weights);
+      adam.loadState(ck.optimizer, ck.state.optimizer as { step: number });
+      sampler.restore(ck.state.data as ReturnType<TrainSampler["state"]>);
+      step = ck.state.step;
+      tokensSeen = Number(ck.state.tokens ?? 0);
+      log(`resumed from ${ck.dir} (step ${step})`);
+    } else log(`resume: no complete checkpoint in ${S.checkpointDir}; starting from scratch`);
+  }
+
+  // ---- loop
+  const T = S.batchSize * L;
+  const gradScale = 1 / (T * S.accumulate);
+  const lossSum = e.empty([1]);
+  const progress = new Progress(S.maxSteps, step, { quiet: S.quiet });
+  let tLog = performance.now(), stepsSinceLog = 0, tokensSinceLog = 0;
+  const stopAt = opts.stopAfter !== undefined ? step + opts.stopAfter : Infinity;
+  try {
+    while (step < S.maxSteps && step < stopAt) {
+      const lr = lrAt(step, sched); // optimizer step s = step + 1 uses f(s − 1)
+      model.store.zeroGrads();
+      fill(lossSum, 0);
+      for (let m = 0; m < S.accumulate; m++) {
+        const b = uploadBatch(e, dm.train, sampler.next(), L);
+        tidy(() => {
+          const loss = model.loss(b, { gradScale: gradScale * b.B * L / T });
+          backward(loss);
+          accumulate(lossSum, loss);
+        });
+        b.ids.dispose();
+        b.labels.dispose();
+        tokensSeen += b.B * L;
+        tokensSinceLog += b.B * L;
+      }
+      clip.compute();
+      adam.step(lr, { clip });
+      step++;
+      stepsSinceLog++;
+      const logNow = step % S.logEvery === 0 || step === S.maxSteps || step === 1;
+      if (logNow) {
+        const loss = (await e.readF32(lossSum))[0] / S.accumulate;
+        const norm = await clip.readNorm();
+        const ms = (performance.now() - tLog) / stepsSinceLog;
+        const tps = tokensSinceLog / ((performance.now() - tLog) / 1000);
+        losses.set(step, loss);
+        const info = { step, total: S.maxSteps, loss, lr, gradNorm: norm, ms, tokPerSec: tps };
+        progress.log(stepLine(info));
+        progress.update(info);
+        await metrics.append({ split: "train", step, loss, ppl: Math.exp(loss), lr, grad_norm: norm, ms_per_step: ms, tokens_per_s: tps, tokens: tokensSeen });
+        if (!Number.isFinite(loss) || await clip.nonFinite()) {
+          throw new BasedError(
+            `the loss became ${loss} at step ${step} (non-finite gradients: the update was skipped)`,
+            `lower train.optimizer.lr; the last good checkpoint in ${S.checkpointDir} is kept`,
+          );
+        }
+        tLog = performance.now();
+        stepsSinceLog = 0;
+        tokensSinceLog = 0;
+      }
+      if (S.valEvery > 0 && step % S.valEvery === 0) {
+        const r = await evaluate(e, model, dm.validation, { batchSize: S.batchSizeEval, limitBatches: S.limitValBatches, seqLen: L });
+        val.push({ step, loss: r.loss, ppl: r.ppl });
+        progress.log(`val   step ${step} | loss ${r.loss.toFixed(6)} | ppl ${r.ppl.toFixed(3)} | ${r.tokens} tokens`);
+        await metrics.append({ split: "val", step, loss: r.loss, ppl: r.ppl, tokens: r.tokens });
+        await writePlots(S.runDir);
+        tLog = performance.now();
+      }
+      if (S.ckptEvery > 0 && (step % S.ckptEvery === 0 || step === S.maxSteps)) {
+        const dir = await writeCheckpoint(model, adam, sampler, S, step, tokensSeen, cfg);
+        progress.log(`checkpoint ${dir}`);
+        tLog = performance.now();
+      }
+    }
+  } finally {
+    progress.stop();
+    clearTape();
+    lossSum.dispose();
+  }
+  let test: TrainResult["test"];
+  if (step >= S.maxSteps && S.doTest) {
+    const r = await evaluate(e, model, dm.test, { batchSize: S.batchSizeEval, limitBatches: S.limitTestBatches, seqLen: L });
+    test = { loss: r.loss, ppl: r.ppl };
+    log(`test  loss ${r.loss.toFixed(6)} | ppl ${r.ppl.toFixed(3)} | ${r.tokens} tokens`);
+    await metrics.append({ split: "test", step, loss: r.loss, ppl: r.ppl, tokens: r.tokens });
+  }
+  metrics.close();
+  try {
+    await writePlots(S.runDir);
+  } catch { /* no metrics yet */ }
+  log(`peak GPU memory in tensors: ${formatBytes(e.stats().peak)}; run directory ${resolve(S.runDir)}`);
+  model.store.destroy();
+  adam.destroy?.();
+  return { steps: step, losses, val, test, runDir: S.runDir, checkpointDir: S.checkpointDir };
+}
+
+async function writeCheckpoint(
+  model: BasedLM,
+  adam: AdamW,
+  sampler: TrainSampler,
+  S: TrainSettings,
+  step: number,
+  tokens: number,
+  cfg: Config,
+): Promise<string> {
+  const weights = await model.store.read("values");
+  const st = await adam.state();
+  const optimizer = new Map<string, Float32Array>();
+  for (const [n, v] of st.m) optimizer.set(`exp_avg.${n}`, v);
+  for (const [n, v] of st.v) optimizer.set(`exp_avg_sq.${n}`, v);
+  const shapes = new Map<string, number[]>();
+  for (const p of model.store.params) {
+    shapes.set(p.name, p.shape);
+    shapes.set(`exp_avg.${p.name}`, p.shape);
+    shapes.set(`exp_avg_sq.${p.name}`, p.shape);
+  }
+  return await saveCheckpoint(S.checkpointDir, {
+    weights,
+    optimizer,
+    state: { step, tokens, optimizer: { step: st.step }, data: sampler.state(), config: cfg },
+  }, { shapes, keep: S.keepCheckpoints });
+}
