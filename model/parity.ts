@@ -11,7 +11,7 @@ import { join } from "node:path";
 import type { Engine } from "../tensor/engine.ts";
 import { BasedError } from "../tensor/errors.ts";
 import { parseSafetensors, type SafeFile, tensorData } from "../tensor/safetensors.ts";
-import { backward, clearTape } from "../tensor/tape.ts";
+import { backward, clearTape, noGrad } from "../tensor/tape.ts";
 import { tidy, type Tensor } from "../tensor/tensor.ts";
 import { ParamStore } from "../tensor/params.ts";
 import { modelConfigFromCfg, type MixerConfig } from "./config.ts";
@@ -501,12 +501,13 @@ export async function runParity(e: Engine, dir: string, opts: ParityOptions = {}
     await add("BaseConv module", () =>
       moduleCase(e, fx, "conv", ["in_proj.weight", "in_proj.bias", "out_proj.weight", "out_proj.bias", "conv.conv.weight"], (w, x) => baseConv(m, w, x, d), async (run, w, x) => {
         // the pre-silu conv output, recomputed without recording
-        const c = tidy(() => {
-          const z = linear(x, w("in_proj.weight"), m.useBias ? w("in_proj.bias") : undefined);
-          return causalConv1d(split(z, -1, [inner, inner])[0], w("conv.conv.weight"));
-        });
+        const c = noGrad(() =>
+          tidy(() => {
+            const z = linear(x, w("in_proj.weight"), m.useBias ? w("in_proj.bias") : undefined);
+            return causalConv1d(split(z, -1, [inner, inner])[0], w("conv.conv.weight"));
+          })
+        );
         run.check("conv.conv_out", await e.readF32(c));
-        clearTape();
         c.dispose();
       }, "BaseConv module", covered));
   }
