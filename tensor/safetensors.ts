@@ -55,6 +55,25 @@ export interface SafeFile {
   source: string;
 }
 
+/**
+ * A header value for an error message: JSON-quoted (so control characters
+ * cannot break the one-line message) and cut to a readable length.
+ */
+function show(v: unknown): string {
+  let s: string;
+  try {
+    s = JSON.stringify(v) ?? String(v);
+  } catch {
+    s = Array.isArray(v) ? "[...]" : "{...}"; // nested too deeply for JSON.stringify
+  }
+  return s.length > 80 ? `${s.slice(0, 77)}...` : s;
+}
+
+/** A tensor name for an error message: inside '', escaped like show(). */
+function showName(name: string): string {
+  return `'${show(name).slice(1, -1)}'`;
+}
+
 function fail(source: string, what: string): never {
   throw new BasedError(
     `${source}: not a valid safetensors file: ${what}`,
@@ -76,7 +95,12 @@ export function parseSafetensors(bytes: Uint8Array, source = "safetensors"): Saf
   try {
     header = JSON.parse(new TextDecoder("utf-8", { fatal: true }).decode(bytes.subarray(8, 8 + n)));
   } catch (e) {
-    fail(source, `header is not UTF-8 JSON (${(e as Error).message.split("\n")[0]})`);
+    // the parser's message quotes the header: keep control characters out of it
+    const why = (e as Error).message.replace(/[\p{Cc}\u2028\u2029]/gu, "?");
+    fail(
+      source,
+      `header is not UTF-8 JSON (${why.length > 120 ? `${why.slice(0, 117)}...` : why})`,
+    );
   }
   if (header === null || typeof header !== "object" || Array.isArray(header)) {
     fail(source, "header is not a JSON object");
@@ -91,38 +115,41 @@ export function parseSafetensors(bytes: Uint8Array, source = "safetensors"): Saf
       }
       metadata = {};
       for (const [k, v] of Object.entries(raw as Record<string, unknown>)) {
-        if (typeof v !== "string") fail(source, `__metadata__.${k} is not a string`);
+        if (typeof v !== "string") fail(source, `__metadata__[${show(k)}] is not a string`);
         metadata[k] = v;
       }
       continue;
     }
+    const nm = showName(name);
     if (raw === null || typeof raw !== "object" || Array.isArray(raw)) {
-      fail(source, `entry '${name}' is not an object`);
+      fail(source, `entry ${nm} is not an object`);
     }
     const r = raw as Record<string, unknown>;
     const dtype = r.dtype;
-    if (typeof dtype !== "string" || !(dtype in SAFE_DTYPE_BYTES)) {
-      fail(source, `tensor '${name}' has unknown dtype ${JSON.stringify(dtype)}`);
+    // Object.hasOwn: `in` would accept "toString", "constructor", ...
+    if (typeof dtype !== "string" || !Object.hasOwn(SAFE_DTYPE_BYTES, dtype)) {
+      fail(source, `tensor ${nm} has unknown dtype ${show(dtype)}`);
     }
     const shape = r.shape;
     if (
       !Array.isArray(shape) || shape.length > 16 ||
       !shape.every((d) => Number.isSafeInteger(d) && d >= 0)
     ) {
-      fail(source, `tensor '${name}' has a bad shape ${JSON.stringify(shape)}`);
+      fail(source, `tensor ${nm} has a bad shape ${show(shape)}`);
     }
     const off = r.data_offsets;
     if (
       !Array.isArray(off) || off.length !== 2 ||
       !off.every((d) => Number.isSafeInteger(d) && d >= 0)
     ) {
-      fail(source, `tensor '${name}' has bad data_offsets ${JSON.stringify(off)}`);
+      fail(source, `tensor ${nm} has bad data_offsets ${show(off)}`);
     }
     const [begin, end] = off as number[];
-    if (begin > end || end > data.length) {
+    if (begin > end) fail(source, `tensor ${nm} has data_offsets [${begin}, ${end}]: begin > end`);
+    if (end > data.length) {
       fail(
         source,
-        `tensor '${name}' bytes [${begin}, ${end}) lie outside the data (${data.length} bytes)`,
+        `tensor ${nm} bytes [${begin}, ${end}) lie outside the data (${data.length} bytes)`,
       );
     }
     let count = 1;
@@ -131,7 +158,7 @@ export function parseSafetensors(bytes: Uint8Array, source = "safetensors"): Saf
     if (want !== end - begin) {
       fail(
         source,
-        `tensor '${name}' shape ${JSON.stringify(shape)} needs ${want} bytes, has ${end - begin}`,
+        `tensor ${nm} shape ${show(shape)} needs ${want} bytes, has ${end - begin}`,
       );
     }
     tensors.set(name, { dtype: dtype as SafeDType, shape: shape as number[], begin, end });
@@ -141,7 +168,7 @@ export function parseSafetensors(bytes: Uint8Array, source = "safetensors"): Saf
   );
   for (let i = 1; i < ranges.length; i++) {
     if (ranges[i][1].begin < ranges[i - 1][1].end) {
-      fail(source, `tensors '${ranges[i - 1][0]}' and '${ranges[i][0]}' overlap`);
+      fail(source, `tensors ${showName(ranges[i - 1][0])} and ${showName(ranges[i][0])} overlap`);
     }
   }
   return { tensors, metadata, data, source };
@@ -176,8 +203,19 @@ export function tensorData(f: SafeFile, name: string): Float32Array | Int32Array
       );
     case "I32":
       return new Int32Array(bytes.buffer);
-    case "I64":
-      return Int32Array.from(new BigInt64Array(bytes.buffer), (v) => Number(v));
+    case "I64": {
+      // refuse values an Int32Array cannot hold instead of wrapping them silently
+      const v64 = new BigInt64Array(bytes.buffer);
+      const out = new Int32Array(count);
+      for (let i = 0; i < count; i++) {
+        if (v64[i] < -2147483648n || v64[i] > 2147483647n) {
+          const what = `holds ${v64[i]} at index ${i}, outside the int32 range`;
+          throw new BasedError(`${f.source}: tensor ${showName(name)} (I64) ${what}`);
+        }
+        out[i] = Number(v64[i]);
+      }
+      return out;
+    }
     case "I16":
       return Int32Array.from(new Int16Array(bytes.buffer));
     case "I8":
@@ -215,7 +253,8 @@ export function serializeSafetensors(
   tensors: TensorToWrite[],
   metadata?: Record<string, string>,
 ): Uint8Array {
-  const header: Record<string, unknown> = {};
+  // no prototype: names such as "toString" or "constructor" are ordinary keys
+  const header: Record<string, unknown> = Object.create(null);
   if (metadata && Object.keys(metadata).length) header.__metadata__ = metadata;
   let off = 0;
   for (const t of tensors) {
@@ -226,6 +265,9 @@ export function serializeSafetensors(
     for (const d of t.shape) count *= d;
     if (count * SAFE_DTYPE_BYTES[dtype] !== len) {
       throw new Error(`serializeSafetensors: '${t.name}' shape and data disagree`);
+    }
+    if (t.name === "__metadata__") {
+      throw new Error(`serializeSafetensors: '__metadata__' is reserved, not a tensor name`);
     }
     if (t.name in header) throw new Error(`serializeSafetensors: duplicate name '${t.name}'`);
     header[t.name] = { dtype, shape: [...t.shape], data_offsets: [off, off + len] };

@@ -10,9 +10,14 @@
  * after that. Resume takes the newest directory whose marker exists and whose
  * files validate, and says which.
  */
-import { join } from "node:path";
+import { basename, join } from "node:path";
 import { BasedError, formatBytes } from "../tensor/errors.ts";
-import { parseSafetensors, serializeSafetensors, type TensorToWrite, tensorData } from "../tensor/safetensors.ts";
+import {
+  parseSafetensors,
+  serializeSafetensors,
+  tensorData,
+  type TensorToWrite,
+} from "../tensor/safetensors.ts";
 
 export const MARKER = "COMPLETE";
 
@@ -62,29 +67,51 @@ async function syncDir(path: string): Promise<void> {
 }
 
 function toTensors(m: Map<string, Float32Array>, shapes?: Map<string, number[]>): TensorToWrite[] {
-  return [...m.entries()].map(([name, data]) => ({ name, shape: shapes?.get(name) ?? [data.length], data }));
+  return [...m.entries()].map(([name, data]) => ({
+    name,
+    shape: shapes?.get(name) ?? [data.length],
+    data,
+  }));
 }
 
 function describeWriteError(e: unknown, dir: string): BasedError {
   const msg = (e as Error).message ?? String(e);
   if (/No space left|ENOSPC|os error 28/i.test(msg)) {
-    return new BasedError(`disk full while writing a checkpoint in ${dir}; the previous checkpoint is kept`, "free disk space or change callbacks.model_checkpoint.dirpath");
+    return new BasedError(
+      `disk full while writing a checkpoint in ${dir}; the previous checkpoint is kept`,
+      "free disk space or change callbacks.model_checkpoint.dirpath",
+    );
   }
-  if (e instanceof Deno.errors.PermissionDenied || /Permission denied|EACCES|EROFS|Read-only/i.test(msg)) {
-    return new BasedError(`cannot write checkpoints into ${dir} (${msg.split("\n")[0]})`, "set callbacks.model_checkpoint.dirpath to a writable directory");
+  if (
+    e instanceof Deno.errors.PermissionDenied || e instanceof Deno.errors.NotADirectory ||
+    /Permission denied|EACCES|EROFS|Read-only|Not a directory/i.test(msg)
+  ) {
+    return new BasedError(
+      `cannot write checkpoints into ${dir} (${msg.split("\n")[0]})`,
+      "set callbacks.model_checkpoint.dirpath to a writable directory",
+    );
   }
-  return new BasedError(`failed to write a checkpoint in ${dir}: ${msg.split("\n")[0]}; the previous checkpoint is kept`);
+  return new BasedError(
+    `failed to write a checkpoint in ${dir}: ${
+      msg.split("\n")[0]
+    }; the previous checkpoint is kept`,
+  );
 }
 
 /** Checks up front that `dir` can be created and written (clear error instead of failing at step 1000). */
 export async function ensureWritableDir(dir: string, what: string, key: string): Promise<void> {
+  const probe = join(dir, `.write-test-${Deno.pid}`);
   try {
     await Deno.mkdir(dir, { recursive: true });
-    const probe = join(dir, `.write-test-${Deno.pid}`);
     await Deno.writeTextFile(probe, "ok");
     await Deno.remove(probe);
   } catch (e) {
-    throw new BasedError(`${what} directory ${dir} is not writable (${(e as Error).message.split("\n")[0]})`, `set ${key} to a writable directory`);
+    // a full disk creates the probe and then fails to write it: do not leave it behind
+    await Deno.remove(probe).catch(() => {});
+    throw new BasedError(
+      `${what} directory ${dir} is not writable (${(e as Error).message.split("\n")[0]})`,
+      `set ${key} to a writable directory`,
+    );
   }
 }
 
@@ -104,9 +131,21 @@ export async function saveCheckpoint(
     await Deno.mkdir(root, { recursive: true });
     await Deno.remove(tmp, { recursive: true }).catch(() => {});
     await Deno.mkdir(tmp);
-    await writeSynced(join(tmp, "model.safetensors"), serializeSafetensors(toTensors(data.weights, opts.shapes), { format: "pt", ...opts.metadata }));
-    await writeSynced(join(tmp, "optimizer.safetensors"), serializeSafetensors(toTensors(data.optimizer, opts.shapes)));
-    await writeSynced(join(tmp, "state.json"), new TextEncoder().encode(JSON.stringify(data.state, null, 1)));
+    await writeSynced(
+      join(tmp, "model.safetensors"),
+      serializeSafetensors(toTensors(data.weights, opts.shapes), {
+        format: "pt",
+        ...opts.metadata,
+      }),
+    );
+    await writeSynced(
+      join(tmp, "optimizer.safetensors"),
+      serializeSafetensors(toTensors(data.optimizer, opts.shapes)),
+    );
+    await writeSynced(
+      join(tmp, "state.json"),
+      new TextEncoder().encode(JSON.stringify(data.state, null, 1)),
+    );
     await writeSynced(join(tmp, MARKER), new TextEncoder().encode(`${data.state.step}\n`));
     await syncDir(tmp);
     // an older directory of the same step (e.g. a resumed run) is replaced only now
@@ -118,43 +157,81 @@ export async function saveCheckpoint(
     } catch { /* none */ }
     await Deno.rename(tmp, final);
     await syncDir(root);
-    if (hadOld) await Deno.remove(old, { recursive: true });
+    // the new checkpoint is in place: failing to delete the old copy is not a failed save
+    if (hadOld) await Deno.remove(old, { recursive: true }).catch(() => {});
   } catch (e) {
     await Deno.remove(tmp, { recursive: true }).catch(() => {});
     throw describeWriteError(e, root);
   }
-  await pruneCheckpoints(root, opts.keep ?? 2);
+  await pruneCheckpoints(root, opts.keep ?? 2, final);
   return final;
 }
 
-/** Complete checkpoint directories, newest (highest step) first. */
-export async function listCheckpoints(root: string): Promise<{ dir: string; step: number }[]> {
-  const out: { dir: string; step: number }[] = [];
+/**
+ * Complete checkpoint directories, newest (highest step) first. A
+ * `step_N.old-<pid>` directory (the previous copy of step N while
+ * saveCheckpoint replaces it) stands in for `step_N` when a crash between the
+ * two renames left no complete `step_N`. Directories that look like
+ * checkpoints but have no marker (step_N, .tmp-step_N-<pid>) are added to
+ * `incomplete` when given.
+ */
+export async function listCheckpoints(
+  root: string,
+  incomplete?: { dir: string; step: number }[],
+): Promise<{ dir: string; step: number }[]> {
+  const found = new Map<number, { dir: string; step: number; old: boolean }>();
   try {
     for await (const e of Deno.readDir(root)) {
-      const m = /^step_(\d+)$/.exec(e.name);
-      if (!e.isDirectory || !m) continue;
-      try {
-        await Deno.stat(join(root, e.name, MARKER));
-        out.push({ dir: join(root, e.name), step: Number(m[1]) });
-      } catch { /* incomplete: skipped */ }
+      const ck = /^step_(\d+)(\.old-\d+)?$/.exec(e.name);
+      const tmp = /^\.tmp-step_(\d+)-\d+$/.exec(e.name);
+      if (!e.isDirectory || !(ck || tmp)) continue;
+      const c = { dir: join(root, e.name), step: Number((ck ?? tmp)![1]), old: !!ck?.[2] };
+      const complete = await Deno.stat(join(c.dir, MARKER)).then(() => true, () => false);
+      if (tmp || !complete) {
+        // never renamed into place (even with its marker) or without marker: an interrupted write
+        incomplete?.push({ dir: c.dir, step: c.step });
+        continue;
+      }
+      const prev = found.get(c.step);
+      if (!prev || (prev.old && !c.old)) found.set(c.step, c);
     }
   } catch (e) {
-    if (!(e instanceof Deno.errors.NotFound)) throw e;
+    if (e instanceof Deno.errors.NotFound) return [];
+    throw new BasedError(`cannot list checkpoints in ${root} (${firstLine(e)})`);
   }
-  return out.sort((a, b) => b.step - a.step);
+  return [...found.values()].map(({ dir, step }) => ({ dir, step })).sort((a, b) =>
+    b.step - a.step
+  );
 }
 
-async function pruneCheckpoints(root: string, keep: number): Promise<void> {
+/**
+ * Keeps the newest `keep` complete checkpoints (by step) and always `current`,
+ * the one just written, even when directories of higher steps exist (another
+ * run's, or corrupt ones that resume skips): it must never delete itself.
+ */
+async function pruneCheckpoints(root: string, keep: number, current: string): Promise<void> {
   const all = await listCheckpoints(root);
-  for (const c of all.slice(Math.max(1, keep))) await Deno.remove(c.dir, { recursive: true }).catch(() => {});
-  // leftovers of interrupted writes
+  for (const c of all.slice(Math.max(1, keep))) {
+    if (c.dir !== current) await Deno.remove(c.dir, { recursive: true }).catch(() => {});
+  }
+  // leftovers of interrupted writes (other processes'), and replaced copies whose step is complete
   for await (const e of Deno.readDir(root)) {
     if (e.name.startsWith(".tmp-step_")) {
       const pid = Number(e.name.split("-").pop());
-      if (pid !== Deno.pid) await Deno.remove(join(root, e.name), { recursive: true }).catch(() => {});
+      if (pid !== Deno.pid) {
+        await Deno.remove(join(root, e.name), { recursive: true }).catch(() => {});
+      }
+    }
+    const old = /^(step_\d+)\.old-\d+$/.exec(e.name);
+    if (old && await Deno.stat(join(root, old[1], MARKER)).then(() => true, () => false)) {
+      await Deno.remove(join(root, e.name), { recursive: true }).catch(() => {});
     }
   }
+}
+
+function firstLine(e: unknown): string {
+  const msg = (e as Error)?.message ?? String(e);
+  return msg.replace(/[\p{Cc}\u2028\u2029][\s\S]*$/u, "");
 }
 
 function readTensors(bytes: Uint8Array, path: string): Map<string, Float32Array> {
@@ -172,7 +249,10 @@ export async function loadCheckpoint(dir: string): Promise<LoadedCheckpoint> {
   try {
     await Deno.stat(join(dir, MARKER));
   } catch {
-    throw new BasedError(`${dir} is not a complete checkpoint (no ${MARKER} marker)`, "it was interrupted while being written; use an older one");
+    throw new BasedError(
+      `${dir} is not a complete checkpoint (no ${MARKER} marker)`,
+      "it was interrupted while being written; use an older one",
+    );
   }
   const read = async (f: string) => {
     try {
@@ -182,15 +262,26 @@ export async function loadCheckpoint(dir: string): Promise<LoadedCheckpoint> {
     }
   };
   const weights = readTensors(await read("model.safetensors"), join(dir, "model.safetensors"));
-  const optimizer = readTensors(await read("optimizer.safetensors"), join(dir, "optimizer.safetensors"));
+  const optimizer = readTensors(
+    await read("optimizer.safetensors"),
+    join(dir, "optimizer.safetensors"),
+  );
   let state: CheckpointState;
   try {
     state = JSON.parse(new TextDecoder().decode(await read("state.json")));
   } catch (e) {
     if (e instanceof BasedError) throw e;
-    throw new BasedError(`${join(dir, "state.json")}: corrupt (${(e as Error).message})`);
+    throw new BasedError(`${join(dir, "state.json")}: corrupt (${firstLine(e)})`);
   }
-  if (typeof state?.step !== "number") throw new BasedError(`${join(dir, "state.json")}: no step number`);
+  if (!Number.isSafeInteger(state?.step) || state.step < 0) {
+    throw new BasedError(`${join(dir, "state.json")}: no step number`);
+  }
+  const named = /^step_(\d+)(?:\.old-\d+)?$/.exec(basename(dir));
+  if (named && Number(named[1]) !== state.step) {
+    throw new BasedError(
+      `${join(dir, "state.json")}: says step ${state.step}, the directory is ${basename(dir)}`,
+    );
+  }
   return { dir, weights, optimizer, state };
 }
 
@@ -198,15 +289,30 @@ export async function loadCheckpoint(dir: string): Promise<LoadedCheckpoint> {
  * The newest complete checkpoint under `root` that loads; corrupt ones are
  * reported through `warn` and skipped (never deleted).
  */
-export async function latestCheckpoint(root: string, warn: (s: string) => void = console.warn): Promise<LoadedCheckpoint | null> {
-  for (const c of await listCheckpoints(root)) {
+export async function latestCheckpoint(
+  root: string,
+  warn: (s: string) => void = console.warn,
+): Promise<LoadedCheckpoint | null> {
+  const incomplete: { dir: string; step: number }[] = [];
+  let found: LoadedCheckpoint | null = null;
+  for (const c of await listCheckpoints(root, incomplete)) {
     try {
-      return await loadCheckpoint(c.dir);
+      found = await loadCheckpoint(c.dir);
+      break;
     } catch (e) {
       warn(`warning: skipping checkpoint ${c.dir}: ${(e as Error).message}`);
     }
   }
-  return null;
+  // interrupted writes newer than the checkpoint used: say which and what is used instead
+  const used = found
+    ? `using ${found.dir} (step ${found.state.step})`
+    : "no complete checkpoint to use";
+  for (const c of incomplete.sort((a, b) => b.step - a.step)) {
+    if (!found || c.step >= found.state.step) {
+      warn(`warning: ignoring ${c.dir}: an interrupted checkpoint write (not complete); ${used}`);
+    }
+  }
+  return found;
 }
 
 export { formatBytes };
