@@ -78,6 +78,11 @@ export interface LinearAttentionOptions {
   eps?: number;
   /** q/k width; checked against the shapes when given */
   featureDim?: number;
+  /**
+   * false: the numerator alone, Σ_{j≤i} A_ij v_j (fla's use_normalize=False);
+   * default true
+   */
+  normalize?: boolean;
 }
 
 /** Chunk length of the chunked view = row tile of the quadratic view. */
@@ -1426,6 +1431,7 @@ export function linearAttention(
   const g = checkGeometry(d);
   const eps = opts.eps ?? 1e-12;
   const view = resolveView(opts.view);
+  if (opts.normalize === false) return numerator(view, d, g, q, k, v);
   const [y, den] = forward(view, d, g, q, k, v, eps);
   record("linear_attention", [q, k, v], [y], [q, k, v, y, den], ([gy], saved) => {
     if (!gy) return [null, null, null];
@@ -1437,6 +1443,71 @@ export function linearAttention(
   });
   den.dispose();
   return y;
+}
+
+/**
+ * The un-normalised numerator through the same kernels: the output kernels
+ * without their normalisation, and the normalised backward with r = 1 and
+ * gz = 0 (y and den passed as zeros, ε = 1), i.e. go = gy.
+ */
+function numerator(
+  view: LinearAttentionView,
+  d: Dims,
+  g: Geo,
+  q: Tensor,
+  k: Tensor,
+  v: Tensor,
+): Tensor {
+  const e = q.engine;
+  const num = e.empty([d.B, d.L, d.H, d.D]);
+  if (view === "cumsum") scanCol(d, g, q, k, v, num, null, 0);
+  else {
+    const st = view === "chunked" ? chunkStates(d, g, k, v, null, 0) : null;
+    runOut(d, g, {
+      x: q,
+      y: k,
+      u: v,
+      st,
+      out: num,
+      den: null,
+      dir: 0,
+      diag: view === "chunked",
+      eps: 0,
+    });
+    st?.dispose();
+  }
+  record("linear_attention_numerator", [q, k, v], [num], [q, k, v], ([gy], [qs, ks, vs]) => {
+    if (!gy) return [null, null, null];
+    const zy = e.empty(gy.shape);
+    const zden = e.empty([d.B, d.L, d.H]);
+    fill(zy, 0);
+    fill(zden, 0);
+    const out = backwardViews(view, d, g, [qs, ks, vs, zy, zden], gy, 1, [
+      q.requiresGrad,
+      k.requiresGrad,
+      v.requiresGrad,
+    ]);
+    zy.dispose();
+    zden.dispose();
+    return out;
+  });
+  return num;
+}
+
+/**
+ * The forward alone, not recorded, also returning the normaliser
+ * den_i = Σ_{j≤i} A_ij ([B, L, H], without ε): for parity checks and tools.
+ */
+export function linearAttentionForward(
+  q: Tensor,
+  k: Tensor,
+  v: Tensor,
+  opts: LinearAttentionOptions,
+): { y: Tensor; den: Tensor } {
+  const d = dims(q, k, v, opts.featureDim);
+  const g = checkGeometry(d);
+  const [y, den] = forward(resolveView(opts.view), d, g, q, k, v, opts.eps ?? 1e-12);
+  return { y, den };
 }
 
 /** φ(x) = [1, x/F^¼, vec(x xᵀ)/(√2·√F)] over the last axis: [..., F] -> [..., 1+F+F²]. */

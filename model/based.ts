@@ -122,7 +122,7 @@ export class BasedLM {
   }
 
   clearTrace(): void {
-    if (this.trace) for (const t of this.trace.values()) t.dispose();
+    if (this.trace) { for (const t of this.trace.values()) t.dispose(); }
     this.trace?.clear();
   }
 }

@@ -68,12 +68,20 @@ function targetKind(o: Obj | undefined, fallback: MixerKind): MixerKind {
   );
 }
 
-function mixerConfig(o: Obj | undefined, fallback: MixerKind, nEmbd: number, nHead: number, where: string): MixerConfig {
+function mixerConfig(
+  o: Obj | undefined,
+  fallback: MixerKind,
+  nEmbd: number,
+  nHead: number,
+  where: string,
+): MixerConfig {
   const m = o ?? {};
   const kind = targetKind(o, fallback);
   const numHeads = num(m, "num_heads", nHead, where);
   const featureDim = num(m, "feature_dim", 16, where);
-  const view = typeof m.parallel_implementation === "string" ? m.parallel_implementation : "quadratic";
+  const view = typeof m.parallel_implementation === "string"
+    ? m.parallel_implementation
+    : "quadratic";
   const defaultEps = /fla/.test(view) ? 1e-6 : 1e-12;
   return {
     kind,
@@ -101,8 +109,12 @@ export function modelConfigFromCfg(c: Obj, maxLength?: number): BasedConfig {
   const alt1 = (c.alt_mixer_layers as number[] | undefined) ?? [];
   const alt2 = (c.alt_mixer_2_layers as number[] | undefined) ?? [];
   const base = mixerConfig(c.mixer as Obj | undefined, "mha", nEmbd, nHead, "model.config.mixer");
-  const a1 = c.alt_mixer ? mixerConfig(c.alt_mixer as Obj, "linear", nEmbd, nHead, "model.config.alt_mixer") : null;
-  const a2 = c.alt_mixer_2 ? mixerConfig(c.alt_mixer_2 as Obj, "slide", nEmbd, nHead, "model.config.alt_mixer_2") : null;
+  const a1 = c.alt_mixer
+    ? mixerConfig(c.alt_mixer as Obj, "linear", nEmbd, nHead, "model.config.alt_mixer")
+    : null;
+  const a2 = c.alt_mixer_2
+    ? mixerConfig(c.alt_mixer_2 as Obj, "slide", nEmbd, nHead, "model.config.alt_mixer_2")
+    : null;
   const layers: MixerConfig[] = [];
   for (let i = 0; i < nLayer; i++) {
     if (alt2.includes(i) && a2) layers.push(a2);
@@ -120,7 +132,9 @@ export function modelConfigFromCfg(c: Obj, maxLength?: number): BasedConfig {
       throw new BasedError(`linear attention: num_heads x head_dim must equal n_embd (${nEmbd})`);
     }
     if ((l.kind === "slide" || l.kind === "mha") && nEmbd % l.numHeads !== 0) {
-      throw new BasedError(`attention: n_embd ${nEmbd} is not divisible by num_heads ${l.numHeads}`);
+      throw new BasedError(
+        `attention: n_embd ${nEmbd} is not divisible by num_heads ${l.numHeads}`,
+      );
     }
   }
   return {

@@ -42,7 +42,9 @@ export function lmHeadLoss(
   }
   const R = opts.chunkRows ?? headChunkRows(e.maxBinding, V, T);
   const rowLoss = e.empty([T], "f32", "per-token loss");
-  const dy = training && y.requiresGrad ? e.empty([T, D], "f32", "gradient of the final hidden state") : null;
+  const dy = training && y.requiresGrad
+    ? e.empty([T, D], "f32", "gradient of the final hidden state")
+    : null;
   const dE = training && E.requiresGrad ? leafGrad(E) : null;
   const logits = e.empty([Math.min(R, T), V], "f32", `logits chunk [${Math.min(R, T)}, ${V}]`);
   for (let r0 = 0; r0 < T; r0 += R) {
@@ -50,7 +52,9 @@ export function lmHeadLoss(
     const yc = e.wrap(y.buffer, y.byteOffset + r0 * D * 4, [rows, D]);
     const lc = e.wrap(labels.buffer, labels.byteOffset + r0 * 4, [rows], "i32");
     const rc = e.wrap(rowLoss.buffer, rowLoss.byteOffset + r0 * 4, [rows]);
-    const Lc = rows === logits.shape[0] ? logits : e.wrap(logits.buffer, logits.byteOffset, [rows, V]);
+    const Lc = rows === logits.shape[0]
+      ? logits
+      : e.wrap(logits.buffer, logits.byteOffset, [rows, V]);
     gemm(Lc, yc, E, { transB: true });
     crossEntropyRows(Lc, lc, rc, training ? { gradScale: opts.gradScale } : {});
     if (dy) gemm(e.wrap(dy.buffer, dy.byteOffset + r0 * D * 4, [rows, D]), Lc, E);

@@ -31,11 +31,21 @@ export function baseConv(m: MixerConfig, w: Weights, x: Tensor, d: number): Tens
 }
 
 /** LinearAttention with the Taylor feature map (spec §2.6), in the configured training view. */
-export function linearAttentionMixer(m: MixerConfig, w: Weights, x: Tensor, B: number, L: number): Tensor {
+export function linearAttentionMixer(
+  m: MixerConfig,
+  w: Weights,
+  x: Tensor,
+  B: number,
+  L: number,
+): Tensor {
   const q = reshape(linear(x, w("proj_q.weight")), [B, L, m.numHeads, m.featureDim]);
   const k = reshape(linear(x, w("proj_k.weight")), [B, L, m.numHeads, m.featureDim]);
   const v = reshape(linear(x, w("proj_v.weight")), [B, L, m.numHeads, m.headDim]);
-  const y = linearAttention(q, k, v, { view: resolveView(m.view), eps: m.eps, featureDim: m.featureDim });
+  const y = linearAttention(q, k, v, {
+    view: resolveView(m.view),
+    eps: m.eps,
+    featureDim: m.featureDim,
+  });
   return linear(reshape(y, [B, L, m.numHeads * m.headDim]), w("out_proj.weight"));
 }
 
@@ -51,7 +61,10 @@ export function slidingMixer(
   const d = ctx.nEmbd;
   const dh = d / m.numHeads;
   const qkv = reshape(linear(x, w("Wqkv.weight")), [B, L, 3, m.numHeads, dh]);
-  const rot = rotaryQK(qkv, { base: ctx.rotaryBase, rotaryDim: Math.round(dh * ctx.rotaryFraction) });
+  const rot = rotaryQK(qkv, {
+    base: ctx.rotaryBase,
+    rotaryDim: Math.round(dh * ctx.rotaryFraction),
+  });
   const window = Number.isFinite(m.window) ? m.window : 2 * L + 2;
   const o = slidingWindowAttention(rot, { window, scale: dh ** -0.5 });
   return linear(reshape(o, [B, L, d]), w("out_proj.weight"));

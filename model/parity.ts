@@ -12,13 +12,18 @@ import type { Engine } from "../tensor/engine.ts";
 import { BasedError } from "../tensor/errors.ts";
 import { parseSafetensors, type SafeFile, tensorData } from "../tensor/safetensors.ts";
 import { backward, clearTape, noGrad } from "../tensor/tape.ts";
-import { tidy, type Tensor } from "../tensor/tensor.ts";
+import { type Tensor, tidy } from "../tensor/tensor.ts";
 import { ParamStore } from "../tensor/params.ts";
-import { modelConfigFromCfg, type MixerConfig } from "./config.ts";
+import { type MixerConfig, modelConfigFromCfg } from "./config.ts";
 import { BasedLM, EMBEDDING } from "./based.ts";
 import { baseConv, linearAttentionMixer, slidingMixer } from "./mixers.ts";
 import { declareParams } from "./params.ts";
-import { linearAttention, type LinearAttentionView, taylorFeatureMap } from "../kernels/linear_attention.ts";
+import {
+  linearAttention,
+  linearAttentionForward,
+  type LinearAttentionView,
+  taylorFeatureMap,
+} from "../kernels/linear_attention.ts";
 import { slidingWindowAttention } from "../kernels/sliding_window.ts";
 import { rotaryQK } from "../kernels/rotary.ts";
 import { causalConv1d } from "../kernels/conv1d.ts";
@@ -75,9 +80,21 @@ interface Comparison {
 }
 
 /** The manifest's pass rule: |d| ≤ atol + rtol·|ref| everywhere and ‖d‖/‖ref‖ ≤ rel_l2. */
-export function compareTensor(name: string, got: ArrayLike<number>, ref: ArrayLike<number>, tol: Tolerance): Comparison {
+export function compareTensor(
+  name: string,
+  got: ArrayLike<number>,
+  ref: ArrayLike<number>,
+  tol: Tolerance,
+): Comparison {
   if (got.length !== ref.length) {
-    return { name, ok: false, maxRelErr: Infinity, relL2: Infinity, ratio: Infinity, msg: `${got.length} values, expected ${ref.length}` };
+    return {
+      name,
+      ok: false,
+      maxRelErr: Infinity,
+      relL2: Infinity,
+      ratio: Infinity,
+      msg: `${got.length} values, expected ${ref.length}`,
+    };
   }
   let maxD = 0, maxRef = 0, num = 0, den = 0, ratio = 0, bad = -1;
   for (let i = 0; i < ref.length; i++) {
@@ -102,7 +119,9 @@ export function compareTensor(name: string, got: ArrayLike<number>, ref: ArrayLi
     maxRelErr: maxD / Math.max(maxRef, 1e-30),
     relL2,
     ratio: Math.max(ratio, l2ratio),
-    msg: ok ? undefined : bad >= 0
+    msg: ok
+      ? undefined
+      : bad >= 0
       ? `${name}[${bad}] = ${got[bad]}, expected ${ref[bad]}`
       : `${name}: rel. L2 ${relL2.toExponential(2)} > ${tol.rel_l2}`,
   };
@@ -117,7 +136,10 @@ class Fixtures {
     try {
       text = await Deno.readTextFile(join(dir, "manifest.json"));
     } catch {
-      throw new BasedError(`${dir}: no manifest.json`, "give a folder in the fixture format (manifest.json + safetensors)");
+      throw new BasedError(
+        `${dir}: no manifest.json`,
+        "give a folder in the fixture format (manifest.json + safetensors)",
+      );
     }
     let m: Manifest;
     try {
@@ -125,7 +147,9 @@ class Fixtures {
     } catch (e) {
       throw new BasedError(`${join(dir, "manifest.json")}: not JSON (${(e as Error).message})`);
     }
-    if (!m || typeof m.tensors !== "object") throw new BasedError(`${join(dir, "manifest.json")}: no 'tensors' table`);
+    if (!m || typeof m.tensors !== "object") {
+      throw new BasedError(`${join(dir, "manifest.json")}: no 'tensors' table`);
+    }
     m.info ??= {};
     const f = new Fixtures(dir, m);
     for (const file of new Set(Object.values(m.tensors).map((t) => t.file))) {
@@ -203,7 +227,16 @@ class CaseRun {
   }
   result(name: string): CaseResult {
     if (this.comps.length === 0) {
-      return { name, status: "skip", tensors: 0, maxRelErr: 0, relL2: 0, worst: "", worstRatio: 0, note: "no expected tensors" };
+      return {
+        name,
+        status: "skip",
+        tensors: 0,
+        maxRelErr: 0,
+        relL2: 0,
+        worst: "",
+        worstRatio: 0,
+        note: "no expected tensors",
+      };
     }
     const worst = this.comps.reduce((a, b) => (b.ratio > a.ratio ? b : a));
     const failed = this.comps.filter((c) => !c.ok);
@@ -241,7 +274,13 @@ function disposeAll(ts: (Tensor | null | undefined)[]): void {
 
 // ----------------------------------------------------------------- cases
 
-async function linearAttentionCase(e: Engine, fx: Fixtures, prefix: string, view: LinearAttentionView, covered: Set<string>): Promise<CaseResult> {
+async function linearAttentionCase(
+  e: Engine,
+  fx: Fixtures,
+  prefix: string,
+  view: LinearAttentionView,
+  covered: Set<string>,
+): Promise<CaseResult> {
   const run = new CaseRun(fx, covered);
   const sq = fx.shape(`${prefix}.q`), sv = fx.shape(`${prefix}.v`);
   const [B, H, L, F] = sq, D = sv[3];
@@ -255,22 +294,62 @@ async function linearAttentionCase(e: Engine, fx: Fixtures, prefix: string, view
   run.check(`${prefix}.dq`, swap12(await readGrad(q), [B, L, H, F]));
   run.check(`${prefix}.dk`, swap12(await readGrad(k), [B, L, H, F]));
   run.check(`${prefix}.dv`, swap12(await readGrad(v), [B, L, H, D]));
+  if (fx.has(`${prefix}.num`)) {
+    // the numerator alone (use_normalize=False) and its gradients, same dy
+    for (const t of [q, k, v]) {
+      t.grad?.dispose();
+      t.grad = null;
+    }
+    const num = tidy(() => linearAttention(q, k, v, { view, featureDim: F, normalize: false }));
+    backward(num, dy);
+    run.check(`${prefix}.num`, swap12(await e.readF32(num), [B, L, H, D]));
+    run.check(`${prefix}.num_dq`, swap12(await readGrad(q), [B, L, H, F]));
+    run.check(`${prefix}.num_dk`, swap12(await readGrad(k), [B, L, H, F]));
+    run.check(`${prefix}.num_dv`, swap12(await readGrad(v), [B, L, H, D]));
+    num.dispose();
+  }
+  if (fx.has(`${prefix}.den`)) {
+    // the normaliser (without ε), [B, L, H] -> (B, H, L)
+    const { y: y2, den } = noGrad(() =>
+      linearAttentionForward(q, k, v, { view, eps: 1e-12, featureDim: F })
+    );
+    run.check(`${prefix}.den`, swap12(await e.readF32(den), [B, L, H, 1]));
+    y2.dispose();
+    den.dispose();
+  }
   disposeAll([q, k, v, dy, y]);
   return run.result(`linear attention ${prefix} [${view}]`);
 }
 
-async function featureMapCase(e: Engine, fx: Fixtures, prefix: string, covered: Set<string>): Promise<CaseResult> {
+async function featureMapCase(
+  e: Engine,
+  fx: Fixtures,
+  prefix: string,
+  covered: Set<string>,
+): Promise<CaseResult> {
   const run = new CaseRun(fx, covered);
   for (const which of ["q", "k"]) {
     const name = `${prefix}.phi_${which}`;
     if (!fx.has(name)) continue;
     const s = fx.shape(`${prefix}.${which}`);
     const x = e.tensor(fx.data(`${prefix}.${which}`), s);
+    x.requiresGrad = true;
     const phi = tidy(() => taylorFeatureMap(x));
     run.check(name, await e.readF32(phi));
+    // φ's backward: the feature-space gradient of the causal dot product (cdp_dQ / cdp_dK)
+    // pulled back through φ gives the numerator's gradient (num_dq / num_dk)
+    const cdp = `${prefix}.cdp_d${which.toUpperCase()}`;
+    if (fx.has(cdp) && fx.has(`${prefix}.num_d${which}`)) {
+      const g = e.tensor(fx.data(cdp), fx.shape(cdp));
+      backward(phi, g);
+      run.check(`${prefix}.num_d${which}`, await readGrad(x));
+      g.dispose();
+    } else clearTape();
     disposeAll([x, phi]);
   }
-  return run.result(`taylor feature map ${prefix}`);
+  return run.result(
+    `taylor feature map ${prefix} (forward, and backward of the causal-dot-product gradients)`,
+  );
 }
 
 async function slidingCoreCase(e: Engine, fx: Fixtures, covered: Set<string>): Promise<CaseResult> {
@@ -318,7 +397,9 @@ async function moduleCase(
   const run = new CaseRun(fx, covered);
   const params = new Map<string, Tensor>();
   for (const n of weights) {
-    if (fx.has(`${prefix}.${n}`)) params.set(n, leaf(e, fx.data(`${prefix}.${n}`), fx.shape(`${prefix}.${n}`)));
+    if (fx.has(`${prefix}.${n}`)) {
+      params.set(n, leaf(e, fx.data(`${prefix}.${n}`), fx.shape(`${prefix}.${n}`)));
+    }
   }
   const w = (n: string) => {
     const t = params.get(n);
@@ -353,8 +434,13 @@ function mixerCfg(kind: MixerConfig["kind"], o: Partial<MixerConfig>): MixerConf
   };
 }
 
-function groupsFromManifest(fx: Fixtures): { groupOf: (n: string) => string; wd: Record<string, number> } {
-  const groups = (fx.manifest.info.model?.param_groups ?? []) as { weight_decay: number; params: string[] }[];
+function groupsFromManifest(
+  fx: Fixtures,
+): { groupOf: (n: string) => string; wd: Record<string, number> } {
+  const groups = (fx.manifest.info.model?.param_groups ?? []) as {
+    weight_decay: number;
+    params: string[];
+  }[];
   const byName = new Map<string, string>();
   const wd: Record<string, number> = {};
   groups.forEach((g, i) => {
@@ -365,14 +451,31 @@ function groupsFromManifest(fx: Fixtures): { groupOf: (n: string) => string; wd:
   return { groupOf: (n) => byName.get(n) ?? "g0", wd };
 }
 
-function buildModel(e: Engine, fx: Fixtures, view?: LinearAttentionView): { model: BasedLM; wd: Record<string, number> } {
+function buildModel(
+  e: Engine,
+  fx: Fixtures,
+  view?: LinearAttentionView,
+): { model: BasedLM; wd: Record<string, number> } {
   const info = fx.manifest.info.model ?? {};
-  const yamlKeys = info.config_yaml_keys as { model?: { config?: Record<string, unknown> } } | undefined;
+  const yamlKeys = info.config_yaml_keys as
+    | { model?: { config?: Record<string, unknown> } }
+    | undefined;
   const cfgObj = { ...(yamlKeys?.model?.config ?? {}) };
-  if (view) cfgObj.alt_mixer = { ...(cfgObj.alt_mixer as Record<string, unknown>), parallel_implementation: view, eps: 1e-12 };
+  if (view) {
+    cfgObj.alt_mixer = {
+      ...(cfgObj.alt_mixer as Record<string, unknown>),
+      parallel_implementation: view,
+      eps: 1e-12,
+    };
+  }
   const config = modelConfigFromCfg(cfgObj);
   const { groupOf, wd } = groupsFromManifest(fx);
-  const specs = declareParams(config).map((d) => ({ name: d.name, shape: d.shape, group: groupOf(d.name), init: fx.data(d.name) }));
+  const specs = declareParams(config).map((d) => ({
+    name: d.name,
+    shape: d.shape,
+    group: groupOf(d.name),
+    init: fx.data(d.name),
+  }));
   const store = new ParamStore(e, specs, Object.keys(wd));
   return { model: new BasedLM(e, config, store), wd };
 }
@@ -380,10 +483,21 @@ function buildModel(e: Engine, fx: Fixtures, view?: LinearAttentionView): { mode
 function modelBatch(e: Engine, fx: Fixtures) {
   const ids = fx.ints("input_ids"), labels = fx.ints("labels");
   const [B, L] = fx.shape("input_ids");
-  return { ids: e.tensor(ids, [B, L], "i32"), hostIds: ids, labels: e.tensor(labels, [B, L], "i32"), B, L };
+  return {
+    ids: e.tensor(ids, [B, L], "i32"),
+    hostIds: ids,
+    labels: e.tensor(labels, [B, L], "i32"),
+    B,
+    L,
+  };
 }
 
-async function modelCase(e: Engine, fx: Fixtures, view: LinearAttentionView, covered: Set<string>): Promise<CaseResult> {
+async function modelCase(
+  e: Engine,
+  fx: Fixtures,
+  view: LinearAttentionView,
+  covered: Set<string>,
+): Promise<CaseResult> {
   const run = new CaseRun(fx, covered);
   const { model } = buildModel(e, fx, view);
   const batch = modelBatch(e, fx);
@@ -408,14 +522,27 @@ async function modelCase(e: Engine, fx: Fixtures, view: LinearAttentionView, cov
   return run.result(`model [${view}] logits, loss, activations, gradients`);
 }
 
-async function adamwCase(e: Engine, fx: Fixtures, clip: boolean, covered: Set<string>): Promise<CaseResult> {
+async function adamwCase(
+  e: Engine,
+  fx: Fixtures,
+  clip: boolean,
+  covered: Set<string>,
+): Promise<CaseResult> {
   const run = new CaseRun(fx, covered);
   const pre = clip ? "clip." : "";
   const { model, wd } = buildModel(e, fx);
-  const opt = (fx.manifest.info.model?.optimizer ?? {}) as { lr?: number; betas?: [number, number]; eps?: number };
+  const opt = (fx.manifest.info.model?.optimizer ?? {}) as {
+    lr?: number;
+    betas?: [number, number];
+    eps?: number;
+  };
   const groups: Record<string, { weightDecay: number }> = {};
   for (const [g, w] of Object.entries(wd)) groups[g] = { weightDecay: w };
-  const adam = new AdamW(model.store, groups, { lr: opt.lr ?? 1e-3, betas: opt.betas ?? [0.9, 0.95], eps: opt.eps ?? 1e-8 });
+  const adam = new AdamW(model.store, groups, {
+    lr: opt.lr ?? 1e-3,
+    betas: opt.betas ?? [0.9, 0.95],
+    eps: opt.eps ?? 1e-8,
+  });
   const clipper = clip ? new GradClip(model.store, 1.0) : new GradClip(model.store, Infinity);
   const batch = modelBatch(e, fx);
   const T = batch.B * batch.L;
@@ -461,11 +588,17 @@ export function formatCase(r: CaseResult): string {
   const tag = r.status === "pass" ? "ok  " : r.status === "fail" ? "FAIL" : "skip";
   if (r.status === "skip") return `${tag} ${r.name}${r.note ? `: ${r.note}` : ""}`;
   return `${tag} ${r.name}: ${r.tensors} tensors, max rel err ${r.maxRelErr.toExponential(2)}, ` +
-    `rel L2 ${r.relL2.toExponential(2)}, worst ${r.worst} at ${(r.worstRatio * 100).toFixed(0)}% of tolerance` +
+    `rel L2 ${r.relL2.toExponential(2)}, worst ${r.worst} at ${
+      (r.worstRatio * 100).toFixed(0)
+    }% of tolerance` +
     (r.note ? ` — ${r.note}` : "");
 }
 
-export async function runParity(e: Engine, dir: string, opts: ParityOptions = {}): Promise<CaseResult[]> {
+export async function runParity(
+  e: Engine,
+  dir: string,
+  opts: ParityOptions = {},
+): Promise<CaseResult[]> {
   const fx = await Fixtures.open(dir);
   const log = opts.log ?? ((s: string) => console.log(s));
   const views = opts.views ?? VIEWS;
@@ -480,36 +613,79 @@ export async function runParity(e: Engine, dir: string, opts: ParityOptions = {}
       r = await f();
     } catch (err) {
       clearTape();
-      r = { name, status: "fail", tensors: 0, maxRelErr: Infinity, relL2: Infinity, worst: "", worstRatio: Infinity, note: (err as Error).message.split("\n")[0] };
+      r = {
+        name,
+        status: "fail",
+        tensors: 0,
+        maxRelErr: Infinity,
+        relL2: Infinity,
+        worst: "",
+        worstRatio: Infinity,
+        note: (err as Error).message.split("\n")[0],
+      };
     }
     results.push(r);
     log(formatCase(r));
   };
 
   // linear attention kernel cases: every prefix with q, k, v, dy, y
-  const laPrefixes = [...new Set(Object.keys(t).filter((n) => /\.y$/.test(n) && t[n.replace(/\.y$/, ".q")] && t[n.replace(/\.y$/, ".dy")]).map((n) => n.replace(/\.y$/, "")))];
+  const laPrefixes = [
+    ...new Set(
+      Object.keys(t).filter((n) =>
+        /\.y$/.test(n) && t[n.replace(/\.y$/, ".q")] && t[n.replace(/\.y$/, ".dy")]
+      ).map((n) => n.replace(/\.y$/, "")),
+    ),
+  ];
   for (const p of laPrefixes) {
-    for (const v of views) await add(`linear attention ${p} [${v}]`, () => linearAttentionCase(e, fx, p, v, covered));
-    if (fx.has(`${p}.phi_q`)) await add(`taylor feature map ${p}`, () => featureMapCase(e, fx, p, covered));
+    for (const v of views) {
+      await add(`linear attention ${p} [${v}]`, () => linearAttentionCase(e, fx, p, v, covered));
+    }
+    if (fx.has(`${p}.phi_q`)) {
+      await add(`taylor feature map ${p}`, () => featureMapCase(e, fx, p, covered));
+    }
   }
-  if (fx.has("swa.qkv")) await add("sliding window attention + rotary (core)", () => slidingCoreCase(e, fx, covered));
+  if (fx.has("swa.qkv")) {
+    await add("sliding window attention + rotary (core)", () => slidingCoreCase(e, fx, covered));
+  }
   if (fx.has("conv.x")) {
     const info = fx.manifest.info.baseconv ?? {};
     const d = fx.shape("conv.x")[2];
     const inner = fx.shape("conv.in_proj.weight")[0] / 2;
-    const m = mixerCfg("conv", { expandProj: Number(info.expand_proj ?? (2 * inner) / d), kernelSize: fx.shape("conv.conv.conv.weight")[2], useBias: fx.has("conv.in_proj.bias") });
-    await add("BaseConv module", () =>
-      moduleCase(e, fx, "conv", ["in_proj.weight", "in_proj.bias", "out_proj.weight", "out_proj.bias", "conv.conv.weight"], (w, x) => baseConv(m, w, x, d), async (run, w, x) => {
-        // the pre-silu conv output, recomputed without recording
-        const c = noGrad(() =>
-          tidy(() => {
-            const z = linear(x, w("in_proj.weight"), m.useBias ? w("in_proj.bias") : undefined);
-            return causalConv1d(split(z, -1, [inner, inner])[0], w("conv.conv.weight"));
-          })
-        );
-        run.check("conv.conv_out", await e.readF32(c));
-        c.dispose();
-      }, "BaseConv module", covered));
+    const m = mixerCfg("conv", {
+      expandProj: Number(info.expand_proj ?? (2 * inner) / d),
+      kernelSize: fx.shape("conv.conv.conv.weight")[2],
+      useBias: fx.has("conv.in_proj.bias"),
+    });
+    await add(
+      "BaseConv module",
+      () =>
+        moduleCase(
+          e,
+          fx,
+          "conv",
+          [
+            "in_proj.weight",
+            "in_proj.bias",
+            "out_proj.weight",
+            "out_proj.bias",
+            "conv.conv.weight",
+          ],
+          (w, x) => baseConv(m, w, x, d),
+          async (run, w, x) => {
+            // the pre-silu conv output, recomputed without recording
+            const c = noGrad(() =>
+              tidy(() => {
+                const z = linear(x, w("in_proj.weight"), m.useBias ? w("in_proj.bias") : undefined);
+                return causalConv1d(split(z, -1, [inner, inner])[0], w("conv.conv.weight"));
+              })
+            );
+            run.check("conv.conv_out", await e.readF32(c));
+            c.dispose();
+          },
+          "BaseConv module",
+          covered,
+        ),
+    );
   }
   if (fx.has("la_module.x")) {
     const info = (fx.manifest.info.linear_attention?.la_module ?? {}) as Record<string, number>;
@@ -517,28 +693,84 @@ export async function runParity(e: Engine, dir: string, opts: ParityOptions = {}
     const F = info.F ?? 16;
     const H = info.H ?? fx.shape("la_module.proj_q.weight")[0] / F;
     for (const v of views) {
-      const m = mixerCfg("linear", { featureDim: F, numHeads: H, headDim: fx.shape("la_module.proj_v.weight")[0] / H, view: v });
-      await add(`LinearAttention module [${v}]`, () => moduleCase(e, fx, "la_module", ["proj_q.weight", "proj_k.weight", "proj_v.weight", "out_proj.weight"], (w, x) => linearAttentionMixer(m, w, x, B, L), async () => {}, `LinearAttention module [${v}]`, covered));
+      const m = mixerCfg("linear", {
+        featureDim: F,
+        numHeads: H,
+        headDim: fx.shape("la_module.proj_v.weight")[0] / H,
+        view: v,
+      });
+      await add(
+        `LinearAttention module [${v}]`,
+        () =>
+          moduleCase(
+            e,
+            fx,
+            "la_module",
+            ["proj_q.weight", "proj_k.weight", "proj_v.weight", "out_proj.weight"],
+            (w, x) => linearAttentionMixer(m, w, x, B, L),
+            async () => {},
+            `LinearAttention module [${v}]`,
+            covered,
+          ),
+      );
     }
   }
   if (fx.has("swa_module.x")) {
     const info = fx.manifest.info.sliding_window ?? {};
     const [B, L, d] = fx.shape("swa_module.x");
-    const m = mixerCfg("slide", { numHeads: Number(info.H ?? 1), window: Number(info.window_size ?? 2 * L) });
-    const ctx = { nEmbd: d, rotaryBase: Number(info.rotary_base ?? 10000), rotaryFraction: Number(info.rotary_dim ?? d / m.numHeads) / (d / m.numHeads) };
-    await add("SlidingAttention module", () => moduleCase(e, fx, "swa_module", ["Wqkv.weight", "out_proj.weight"], (w, x) => slidingMixer(m, w, x, B, L, ctx), async () => {}, "SlidingAttention module", covered));
+    const m = mixerCfg("slide", {
+      numHeads: Number(info.H ?? 1),
+      window: Number(info.window_size ?? 2 * L),
+    });
+    const ctx = {
+      nEmbd: d,
+      rotaryBase: Number(info.rotary_base ?? 10000),
+      rotaryFraction: Number(info.rotary_dim ?? d / m.numHeads) / (d / m.numHeads),
+    };
+    await add(
+      "SlidingAttention module",
+      () =>
+        moduleCase(
+          e,
+          fx,
+          "swa_module",
+          ["Wqkv.weight", "out_proj.weight"],
+          (w, x) => slidingMixer(m, w, x, B, L, ctx),
+          async () => {},
+          "SlidingAttention module",
+          covered,
+        ),
+    );
   }
   if (fx.has("input_ids") && fx.has(EMBEDDING)) {
-    for (const v of views) await add(`model [${v}] logits, loss, activations, gradients`, () => modelCase(e, fx, v, covered));
+    for (const v of views) {
+      await add(
+        `model [${v}] logits, loss, activations, gradients`,
+        () => modelCase(e, fx, v, covered),
+      );
+    }
     if (fx.has("step1." + EMBEDDING) || fx.has("losses")) {
       await add("AdamW 3 steps", () => adamwCase(e, fx, false, covered));
-      if (fx.has("clip.losses")) await add("AdamW 3 steps with clip_grad_norm 1.0", () => adamwCase(e, fx, true, covered));
+      if (fx.has("clip.losses")) {
+        await add("AdamW 3 steps with clip_grad_norm 1.0", () => adamwCase(e, fx, true, covered));
+      }
     }
   }
   // expected tensors no case compared (reported, not failed)
   const unchecked = fx.expected().filter((n) => !covered.has(n));
   if (unchecked.length && !opts.filter) {
-    const r: CaseResult = { name: "not compared", status: "skip", tensors: 0, maxRelErr: 0, relL2: 0, worst: "", worstRatio: 0, note: `${unchecked.length} expected tensors no case uses: ${unchecked.slice(0, 8).join(", ")}${unchecked.length > 8 ? ", …" : ""}` };
+    const r: CaseResult = {
+      name: "not compared",
+      status: "skip",
+      tensors: 0,
+      maxRelErr: 0,
+      relL2: 0,
+      worst: "",
+      worstRatio: 0,
+      note: `${unchecked.length} expected tensors no case uses: ${
+        unchecked.slice(0, 8).join(", ")
+      }${unchecked.length > 8 ? ", …" : ""}`,
+    };
     results.push(r);
     log(formatCase(r));
   }
