@@ -65,7 +65,8 @@ program.command("eval")
     const ck = await findCheckpoint(opts.checkpoint);
     const { model, cfg } = modelFromCheckpoint(e, ck);
     const c = applyOverrides(cfg, overrides) as Record<string, Record<string, unknown>>;
-    const dm = await loadDataModule(c.datamodule, { cwd: Deno.cwd(), log: console.log });
+    const splits = opts.split.split(",").map((x) => x.trim()) as ("train" | "validation" | "test")[];
+    const dm = await loadDataModule(c.datamodule, { cwd: Deno.cwd(), log: console.log, splits });
     const L = Number(c.datamodule.max_length);
     const bs = Number(c.datamodule.batch_size_eval ?? c.datamodule.batch_size);
     console.log(`checkpoint ${ck.dir} (step ${ck.state.step}) on ${e.info.name}`);

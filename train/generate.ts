@@ -10,7 +10,7 @@ import { narrow } from "../kernels/layout.ts";
 import { BasedLM, EMBEDDING } from "../model/based.ts";
 import { lmHeadLogits } from "../model/lm_head.ts";
 import { Random } from "../tensor/random.ts";
-import { decode, encode, EOS } from "../data/tokenizer.ts";
+import { decode, encode, EOS, TokenStreamDecoder } from "../data/tokenizer.ts";
 
 export interface GenerateOptions {
   prompt: string;
@@ -51,6 +51,7 @@ export async function generate(e: Engine, model: BasedLM, o: GenerateOptions): P
   const out: number[] = [];
   const rng = new Random(o.seed);
   const vocab = model.config.vocabSize; // never sample the padding rows
+  const stream = new TokenStreamDecoder(); // a character may span tokens
   for (let n = 0; n < o.maxNewTokens; n++) {
     const ctx = ids.slice(-o.context);
     const L = ctx.length;
@@ -69,7 +70,8 @@ export async function generate(e: Engine, model: BasedLM, o: GenerateOptions): P
     if (o.stopAtEos && next === EOS) break;
     ids.push(next);
     out.push(next);
-    o.onToken?.(decode([next]));
+    o.onToken?.(stream.push(next));
   }
+  o.onToken?.(stream.flush());
   return { ids: out, text: decode(out) };
 }

@@ -25,6 +25,7 @@ import { ensureWritableDir, latestCheckpoint, saveCheckpoint } from "./checkpoin
 import { MetricsLog, writePlots } from "./metrics.ts";
 import { Progress, stepLine } from "./progress.ts";
 import { readSettings, type TrainSettings } from "./settings.ts";
+import { DataParallel } from "../parallel/data_parallel.ts";
 
 export interface TrainOptions {
   cwd?: string;
@@ -86,14 +87,21 @@ export async function evaluate(
 }
 
 export async function train(cfg: Config, opts: TrainOptions = {}): Promise<TrainResult> {
-  const log = opts.log ?? ((s: string) => console.log(s));
   const cwd = opts.cwd ?? Deno.cwd();
   const S: TrainSettings = readSettings(cfg, cwd);
+  // ddp (parallel/): trainer.devices > 1 = one process per device; rank 0 alone writes and logs
+  const dp = await DataParallel.init(S.devices);
+  const root = dp === null || dp.isRoot, world = dp?.world ?? 1;
+  const log = root ? opts.log ?? ((s: string) => console.log(s)) : () => {};
   const e = opts.engine ?? await initEngine();
   log(`adapter: ${e.info.name} (${e.info.backend})`);
 
   // ---- data
+  // ddp: with a token cache, rank 0 builds it first and the other ranks then read it
+  const staged = dp !== null && Boolean((cfg.datamodule as Record<string, unknown>)?.cache_dir);
+  if (staged && !root) await dp.barrier();
   const dm = await loadDataModule(cfg.datamodule as Record<string, unknown>, { cwd, log });
+  if (staged && root) await dp.barrier();
   const L = S.maxLength;
   if (dm.train.length < 1) throw new BasedError("the training split is shorter than one sequence", "use a larger corpus or a smaller datamodule.max_length");
 
@@ -109,12 +117,14 @@ export async function train(cfg: Config, opts: TrainOptions = {}): Promise<Train
   }, { lr: S.lr, betas: S.betas, eps: S.eps });
   const clip = new GradClip(model.store, S.clipNorm);
   const sched = scheduleFromConfig(S.scheduler, S.lr);
-  const sampler = new TrainSampler(dm.train.length, { seed: S.dataSeed, batchSize: S.batchSize, worldSize: 1, rank: 0 });
+  const sampler = new TrainSampler(dm.train.length, { seed: S.dataSeed, batchSize: S.batchSize, worldSize: world, rank: dp?.rank ?? 0 });
 
   // ---- run directory, checkpoints
-  await ensureWritableDir(S.runDir, "run", "hydra.run.dir");
-  await ensureWritableDir(S.checkpointDir, "checkpoint", "callbacks.model_checkpoint.dirpath");
-  await Deno.writeTextFile(join(S.runDir, "config.yaml"), toYaml(cfg));
+  if (root) {
+    await ensureWritableDir(S.runDir, "run", "hydra.run.dir");
+    await ensureWritableDir(S.checkpointDir, "checkpoint", "callbacks.model_checkpoint.dirpath");
+    await Deno.writeTextFile(join(S.runDir, "config.yaml"), toYaml(cfg));
+  }
   const metrics = new MetricsLog(join(S.runDir, "metrics.jsonl"));
   let step = 0;
   const losses = new Map<number, number>();
@@ -131,12 +141,14 @@ export async function train(cfg: Config, opts: TrainOptions = {}): Promise<Train
       log(`resumed from ${ck.dir} (step ${step})`);
     } else log(`resume: no complete checkpoint in ${S.checkpointDir}; starting from scratch`);
   }
+  await dp?.broadcastParams(model.store); // ddp: every rank starts from rank 0's weights
 
   // ---- loop
   const T = S.batchSize * L;
   const gradScale = 1 / (T * S.accumulate);
   const lossSum = e.empty([1]);
-  const progress = new Progress(S.maxSteps, step, { quiet: S.quiet });
+  const progress = new Progress(S.maxSteps, step, { quiet: S.quiet || !root });
+  if (!root) progress.log = () => {}; // ddp: other ranks are quiet
   let tLog = performance.now(), stepsSinceLog = 0, tokensSinceLog = 0;
   const stopAt = opts.stopAfter !== undefined ? step + opts.stopAfter : Infinity;
   try {
@@ -153,16 +165,18 @@ export async function train(cfg: Config, opts: TrainOptions = {}): Promise<Train
         });
         b.ids.dispose();
         b.labels.dispose();
-        tokensSeen += b.B * L;
-        tokensSinceLog += b.B * L;
+        tokensSeen += b.B * L * world;
+        tokensSinceLog += b.B * L * world;
       }
+      if (dp) await dp.allreduceGrads(model.store); // ddp: mean of the ranks' gradients
       clip.compute();
       adam.step(lr, { clip });
       step++;
       stepsSinceLog++;
       const logNow = step % S.logEvery === 0 || step === S.maxSteps || step === 1;
       if (logNow) {
-        const loss = (await e.readF32(lossSum))[0] / S.accumulate;
+        let loss = (await e.readF32(lossSum))[0] / S.accumulate;
+        if (dp) loss = (await dp.allreduceMean([loss]))[0]; // ddp: mean over ranks
         const norm = await clip.readNorm();
         const ms = (performance.now() - tLog) / stepsSinceLog;
         const tps = tokensSinceLog / ((performance.now() - tLog) / 1000);
@@ -170,7 +184,7 @@ export async function train(cfg: Config, opts: TrainOptions = {}): Promise<Train
         const info = { step, total: S.maxSteps, loss, lr, gradNorm: norm, ms, tokPerSec: tps };
         progress.log(stepLine(info));
         progress.update(info);
-        await metrics.append({ split: "train", step, loss, ppl: Math.exp(loss), lr, grad_norm: norm, ms_per_step: ms, tokens_per_s: tps, tokens: tokensSeen });
+        if (root) await metrics.append({ split: "train", step, loss, ppl: Math.exp(loss), lr, grad_norm: norm, ms_per_step: ms, tokens_per_s: tps, tokens: tokensSeen });
         if (!Number.isFinite(loss) || await clip.nonFinite()) {
           throw new BasedError(
             `the loss became ${loss} at step ${step} (non-finite gradients: the update was skipped)`,
@@ -181,7 +195,7 @@ export async function train(cfg: Config, opts: TrainOptions = {}): Promise<Train
         stepsSinceLog = 0;
         tokensSinceLog = 0;
       }
-      if (S.valEvery > 0 && step % S.valEvery === 0) {
+      if (root && S.valEvery > 0 && step % S.valEvery === 0) {
         const r = await evaluate(e, model, dm.validation, { batchSize: S.batchSizeEval, limitBatches: S.limitValBatches, seqLen: L });
         val.push({ step, loss: r.loss, ppl: r.ppl });
         progress.log(`val   step ${step} | loss ${r.loss.toFixed(6)} | ppl ${r.ppl.toFixed(3)} | ${r.tokens} tokens`);
@@ -189,7 +203,7 @@ export async function train(cfg: Config, opts: TrainOptions = {}): Promise<Train
         await writePlots(S.runDir);
         tLog = performance.now();
       }
-      if (S.ckptEvery > 0 && (step % S.ckptEvery === 0 || step === S.maxSteps)) {
+      if (root && S.ckptEvery > 0 && (step % S.ckptEvery === 0 || step === S.maxSteps)) {
         const dir = await writeCheckpoint(model, adam, sampler, S, step, tokensSeen, cfg);
         progress.log(`checkpoint ${dir}`);
         tLog = performance.now();
@@ -201,7 +215,7 @@ export async function train(cfg: Config, opts: TrainOptions = {}): Promise<Train
     lossSum.dispose();
   }
   let test: TrainResult["test"];
-  if (step >= S.maxSteps && S.doTest) {
+  if (root && step >= S.maxSteps && S.doTest) {
     const r = await evaluate(e, model, dm.test, { batchSize: S.batchSizeEval, limitBatches: S.limitTestBatches, seqLen: L });
     test = { loss: r.loss, ppl: r.ppl };
     log(`test  loss ${r.loss.toFixed(6)} | ppl ${r.ppl.toFixed(3)} | ${r.tokens} tokens`);
@@ -214,6 +228,7 @@ export async function train(cfg: Config, opts: TrainOptions = {}): Promise<Train
   log(`peak GPU memory in tensors: ${formatBytes(e.stats().peak)}; run directory ${resolve(S.runDir)}`);
   model.store.destroy();
   adam.destroy?.();
+  await dp?.finalize(); // ddp
   return { steps: step, losses, val, test, runDir: S.runDir, checkpointDir: S.checkpointDir };
 }
 

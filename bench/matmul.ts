@@ -1,0 +1,235 @@
+/**
+ * GEMM throughput: 4096³ in all four transpose variants and the model's
+ * shapes (16,384 tokens per micro-batch: the projections forward, their input
+ * and weight gradients, and the LM head in row chunks). Inputs are fresh
+ * per size, filled on the GPU from a counter-based hash that the host can
+ * evaluate too, so each size is spot-checked against a float64 dot product
+ * before it is timed. Times are GPU timestamps around many recorded
+ * dispatches; the median of the repeats is reported.
+ */
+import { defineKernel, type Engine } from "../tensor/engine.ts";
+import type { Tensor } from "../tensor/tensor.ts";
+import {
+  configName,
+  gemm,
+  type GemmShape,
+  type MatmulConfig,
+  selectMatmulConfig,
+} from "../kernels/matmul.ts";
+import { grid1d } from "../kernels/wgsl.ts";
+import { median } from "./report.ts";
+
+export interface MatmulBenchRow {
+  name: string;
+  m: number;
+  n: number;
+  k: number;
+  ms: number;
+  tflops: number;
+  /** the tile config that ran */
+  config: string;
+}
+
+/** [m, n, k, transA, transB] (transposes as 0/1, default 0). */
+export type BenchSize = number[];
+
+const TOKENS = 16384;
+/** [out, in] of every nn.Linear of the model. */
+const LINEARS: [string, number, number][] = [
+  ["fc1/in_proj", 4096, 1024],
+  ["fc2/out_proj(conv)", 1024, 2048],
+  ["proj_q/proj_k", 256, 1024],
+  ["Wqkv", 3072, 1024],
+  ["proj_v/out_proj", 1024, 1024],
+];
+const VOCAB = 50264, D = 1024;
+
+/** LM-head rows per chunk: as model/lm_head.ts chunks them (logits under half the max binding). */
+function headRows(maxBinding: number): number {
+  return Math.max(64, Math.min(Math.floor(maxBinding / 2 / (VOCAB * 4) / 64) * 64, 8192));
+}
+
+/** The default list: 4096³ × 4 transposes, then the model's GEMMs (named). */
+export function defaultMatmulSizes(maxBinding = 2 ** 31): { name: string; size: BenchSize }[] {
+  const R = headRows(maxBinding);
+  const out: { name: string; size: BenchSize }[] = [];
+  for (const [tA, tB] of [[0, 0], [0, 1], [1, 0], [1, 1]]) {
+    out.push({
+      name: `4096³ ${tA ? "T" : "N"}${tB ? "T" : "N"}`,
+      size: [4096, 4096, 4096, tA, tB],
+    });
+  }
+  for (const [name, o, i] of LINEARS) {
+    out.push({ name: `${name} fwd x·Wᵀ`, size: [TOKENS, o, i, 0, 1] });
+    out.push({ name: `${name} dx gy·W`, size: [TOKENS, i, o, 0, 0] });
+    out.push({ name: `${name} dW gyᵀ·x`, size: [o, i, TOKENS, 1, 0] });
+  }
+  out.push({ name: "lm_head fwd y·Eᵀ", size: [R, VOCAB, D, 0, 1] });
+  out.push({ name: "lm_head dy g·E", size: [R, D, VOCAB, 0, 0] });
+  out.push({ name: "lm_head dE gᵀ·y", size: [VOCAB, D, R, 1, 0] });
+  return out;
+}
+
+// ------------------------------------------------------------------ inputs
+
+/** lowbias32 (Chris Wellons): a good 32-bit integer hash, identical in WGSL and JS. */
+const HASH_WGSL = /* wgsl */ `
+fn hash(x0: u32) -> u32 {
+  var x = x0;
+  x ^= x >> 16u; x *= 0x7feb352du;
+  x ^= x >> 15u; x *= 0x846ca68bu;
+  x ^= x >> 16u;
+  return x;
+}`;
+
+function hashJs(x0: number): number {
+  let x = x0 >>> 0;
+  x ^= x >>> 16;
+  x = Math.imul(x, 0x7feb352d) >>> 0;
+  x ^= x >>> 15;
+  x = Math.imul(x, 0x846ca68b) >>> 0;
+  x ^= x >>> 16;
+  return x >>> 0;
+}
+
+/** Element i of the input with this seed: a multiple of 2⁻²³ in [-1, 1), exact in f32. */
+function valueJs(seed: number, i: number): number {
+  return (hashJs((i ^ Math.imul(seed, 0x9e3779b9)) >>> 0) >>> 8) * 2 ** -23 - 1;
+}
+
+const FILL = defineKernel({
+  name: "bench_fill_hash",
+  params: { n: "u32", seed: "u32" },
+  bindings: { x: "rw" },
+  code: `${HASH_WGSL}
+@compute @workgroup_size(256)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_index) lid: u32) {
+  let i = (wid.y * nwg.x + wid.x) * 256u + lid;
+  if (i < P.n) { x[i] = f32(hash(i ^ (P.seed * 0x9e3779b9u)) >> 8u) * exp2(-23.0) - 1.0; }
+}`,
+});
+
+function randomTensor(e: Engine, n: number, seed: number): Tensor {
+  const t = e.empty([n]);
+  e.run(FILL, { x: t }, { n, seed }, grid1d(n));
+  return t;
+}
+
+// ------------------------------------------------------------------ timing
+
+let seedCounter = 1;
+
+/**
+ * Times one GEMM shape (optionally under a forced config): fresh inputs, a
+ * spot check of `checks` outputs against float64, a warm-up, then `repeats`
+ * timed batches of back-to-back calls. Returns ms per call.
+ */
+export async function timeGemm(
+  e: Engine,
+  s: GemmShape,
+  opts: { config?: MatmulConfig; repeats?: number; checks?: number; targetMs?: number } = {},
+): Promise<{ ms: number; tflops: number; config: string }> {
+  const { m, n, k, transA, transB } = s;
+  const seedA = seedCounter++, seedB = seedCounter++;
+  const a = randomTensor(e, m * k, seedA);
+  const b = randomTensor(e, k * n, seedB);
+  const c = e.empty([m, n]);
+  const cfg = opts.config ?? selectMatmulConfig(e, s);
+  const call = () => gemm(c, a, b, { m, n, k, transA, transB, config: cfg });
+  try {
+    call();
+    // spot check: outputs at random (i, j) against float64
+    const got = await e.read(c);
+    const checks = opts.checks ?? 48;
+    for (let t = 0; t < checks; t++) {
+      const i = Math.floor(Math.random() * m), j = Math.floor(Math.random() * n);
+      let want = 0, absSum = 0;
+      for (let p = 0; p < k; p++) {
+        const av = valueJs(seedA, transA ? p * m + i : i * k + p);
+        const bv = valueJs(seedB, transB ? j * k + p : p * n + j);
+        want += av * bv;
+        absSum += Math.abs(av * bv);
+      }
+      // fp32 dot product of k terms: |err| ≤ γ_k·Σ|a||b| (any order, with or without fma)
+      const bound = (k + 4) * 2 ** -24 * 1.001 * absSum;
+      const d = Math.abs(got[i * n + j] - want);
+      if (!(d <= bound)) {
+        throw new Error(
+          `matmul bench ${transA ? "T" : "N"}${transB ? "T" : "N"} ${m}x${n}x${k} ` +
+            `(${configName(cfg)}): out[${i},${j}] = ${
+              got[i * n + j]
+            }, expected ${want} (bound ${bound})`,
+        );
+      }
+    }
+    // warm-up and calibration: enough calls per timed batch for ~targetMs of GPU time
+    const one = await e.measure(call);
+    const inner = Math.max(
+      1,
+      Math.min(100, Math.ceil((opts.targetMs ?? 25) / Math.max(one, 1e-3))),
+    );
+    const times: number[] = [];
+    for (let r = 0; r < (opts.repeats ?? 5); r++) {
+      const ms = await e.measure(() => {
+        for (let i = 0; i < inner; i++) call();
+      });
+      times.push(ms / inner);
+    }
+    const ms = median(times);
+    return { ms, tflops: (2 * m * n * k * s.batch) / (ms * 1e-3) / 1e12, config: configName(cfg) };
+  } finally {
+    a.dispose();
+    b.dispose();
+    c.dispose();
+  }
+}
+
+/**
+ * Benchmarks GEMM shapes: `sizes` as [m, n, k, transA, transB] (default: 4096³
+ * in all transposes and the model's shapes). Sizes too large for the
+ * adapter's binding limit are skipped.
+ */
+export async function benchMatmul(
+  e: Engine,
+  opts: { sizes?: number[][]; repeats?: number } = {},
+): Promise<MatmulBenchRow[]> {
+  const list = opts.sizes
+    ? opts.sizes.map((size) => ({
+      name: `gemm ${size[3] ? "T" : "N"}${size[4] ? "T" : "N"} ${size[0]}x${size[1]}x${size[2]}`,
+      size,
+    }))
+    : defaultMatmulSizes(e.maxBinding);
+  const rows: MatmulBenchRow[] = [];
+  for (const { name, size } of list) {
+    const [m, n, k] = size;
+    const shape: GemmShape = { m, n, k, transA: !!size[3], transB: !!size[4], batch: 1 };
+    if (Math.max(m * k, k * n, m * n) * 4 > e.maxBinding) continue;
+    const r = await timeGemm(e, shape, { repeats: opts.repeats });
+    rows.push({ name, m, n, k, ms: r.ms, tflops: r.tflops, config: r.config });
+  }
+  return rows;
+}
+
+/**
+ * Times candidate configs on one shape and returns them fastest first (for
+ * an autotuner: pass `matmulConfigs(e, shape)`, then `setMatmulConfig`).
+ */
+export async function tuneMatmul(
+  e: Engine,
+  shape: GemmShape,
+  candidates: MatmulConfig[],
+  opts: { repeats?: number } = {},
+): Promise<{ config: MatmulConfig; ms: number; tflops: number }[]> {
+  const out: { config: MatmulConfig; ms: number; tflops: number }[] = [];
+  for (const config of candidates) {
+    const r = await timeGemm(e, shape, {
+      config,
+      repeats: opts.repeats ?? 3,
+      checks: 8,
+      targetMs: 10,
+    });
+    out.push({ config, ms: r.ms, tflops: r.tflops });
+  }
+  return out.sort((x, y) => x.ms - y.ms);
+}

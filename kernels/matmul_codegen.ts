@@ -1,0 +1,440 @@
+/**
+ * WGSL generator for the tiled GEMM. One workgroup computes a BM×BN tile of
+ * `out`; each thread a TM×TN register tile held in TM·TN/4 vec4
+ * accumulators. The K loop walks BK-deep tiles of A and B staged in
+ * workgroup memory as [k][m] and [k][n] (vec4 rows), so the inner loop is the
+ * same for every transpose combination: per k, TM/4 + TN/4 vec4 reads and
+ * TM·TN/4 vec4 FMAs, fully unrolled with constant indices (the generated
+ * code has no private arrays; the workgroup arrays' outer index is a
+ * constant and the inner one loop-invariant, so their bounds clamps hoist).
+ *
+ * Only the loaders differ per transpose: a tile whose contiguous global axis
+ * is K (A untransposed, B transposed) is read along K and stored transposed
+ * (scalar stores into a padded row, ≤ 2-way bank conflicts); the others are
+ * stored as they are read. Global reads are vec4 when the contiguous extent
+ * and every offset and stride are multiples of 4, else scalar. Every global
+ * read is bounds-checked (zero outside), every store too, so any M, N, K ≥ 1
+ * works.
+ *
+ * With `stages: 2` the tiles are double-buffered (two workgroup arrays, the
+ * K loop unrolled by two so each has constant names): the next tile is read
+ * into registers while the current one is multiplied, then stored to the
+ * other buffer; one barrier per tile. Split-K is a host-side matter: slice z
+ * of the grid covers K range [s·kSplit, (s+1)·kSplit) and writes its own
+ * output slab (strideOut), which a separate pass sums in a fixed order.
+ */
+
+/** A tile configuration: what an autotuner picks per adapter and shape. */
+export interface MatmulConfig {
+  /** output tile rows (M) of a workgroup */
+  bm: number;
+  /** output tile columns (N) of a workgroup */
+  bn: number;
+  /** K depth of one workgroup-memory tile */
+  bk: number;
+  /** outputs per thread along M (multiple of 4) */
+  tm: number;
+  /** outputs per thread along N (multiple of 4) */
+  tn: number;
+  /** 2: double-buffered workgroup tiles (one barrier per tile); 1: single buffer (two) */
+  stages: 1 | 2;
+  /**
+   * Lay out the 32 lanes of each warp as 8 (N) × 4 (M) threads, so a warp's
+   * fragment reads touch 128 contiguous bytes of B and 64 of A (one
+   * shared-memory wavefront each). Needs BN/TN % 8 == 0 and BM/TM % 4 == 0.
+   */
+  warp: boolean;
+  /** split-K slices: 0 = automatic, 1 = none, s > 1 = s slices summed in a fixed order */
+  splitK: number;
+}
+
+/** What a generated kernel is specialised for besides the tile config. */
+export interface MatmulVariant {
+  transA: boolean;
+  transB: boolean;
+  /** global read width of A / B, write width of out (4 = vec4) */
+  vecA: 1 | 4;
+  vecB: 1 | 4;
+  vecC: 1 | 4;
+  /** reads `out` (beta ≠ 0) */
+  beta: boolean;
+  /** has a bias binding */
+  bias: boolean;
+}
+
+export function configName(c: MatmulConfig): string {
+  return `${c.bm}x${c.bn}x${c.bk}_t${c.tm}x${c.tn}_s${c.stages}${c.warp ? "w" : ""}` +
+    (c.splitK !== 1 ? `_k${c.splitK}` : "");
+}
+
+export function variantName(v: MatmulVariant): string {
+  return `${v.transA ? "T" : "N"}${v.transB ? "T" : "N"}_v${v.vecA}${v.vecB}${v.vecC}` +
+    `${v.beta ? "_beta" : ""}${v.bias ? "_bias" : ""}`;
+}
+
+/** Threads of a workgroup. */
+export function configThreads(c: MatmulConfig): number {
+  return (c.bm / c.tm) * (c.bn / c.tn);
+}
+
+/** Workgroup-memory bytes of a config (with the padding of transposed stores, worst case). */
+export function configSharedBytes(c: MatmulConfig, v?: Pick<MatmulVariant, "transA" | "transB">) {
+  const padA = v ? (v.transA ? 0 : 1) : 1;
+  const padB = v ? (v.transB ? 1 : 0) : 1;
+  return c.stages * c.bk * (c.bm / 4 + padA + c.bn / 4 + padB) * 16;
+}
+
+/** Throws when a config cannot be generated; `limits` adds the adapter's limits. */
+export function validateConfig(
+  c: MatmulConfig,
+  limits?: { threads: number; shared: number },
+  v?: Pick<MatmulVariant, "transA" | "transB">,
+): void {
+  const bad = (why: string) => {
+    throw new Error(`matmul config ${configName(c)}: ${why}`);
+  };
+  for (const [k, x] of Object.entries(c)) {
+    if (k !== "warp" && (!Number.isInteger(x) || x < 0)) bad(`${k} must be an integer ≥ 0`);
+  }
+  if (c.tm % 4 || c.tn % 4 || c.tm === 0 || c.tn === 0) bad("tm and tn must be multiples of 4");
+  if (c.bm % c.tm || c.bn % c.tn) bad("bm % tm and bn % tn must be 0");
+  if (c.bk % 4 || c.bk === 0) bad("bk must be a multiple of 4");
+  if (c.stages !== 1 && c.stages !== 2) bad("stages must be 1 or 2");
+  const t = configThreads(c);
+  if (c.warp && ((c.bn / c.tn) % 8 || (c.bm / c.tm) % 4)) bad("warp layout needs bn/tn%8, bm/tm%4");
+  if (limits) {
+    if (t > limits.threads) bad(`${t} threads > ${limits.threads}`);
+    const s = configSharedBytes(c, v);
+    if (s > limits.shared) bad(`${s} bytes of workgroup memory > ${limits.shared}`);
+  }
+}
+
+/** Uniform parameters of every GEMM kernel, in order. */
+export const GEMM_PARAMS = {
+  M: "u32",
+  N: "u32",
+  K: "u32",
+  /** leading dimensions (elements) */
+  lda: "u32",
+  ldb: "u32",
+  ldc: "u32",
+  /** batch strides and base offsets, in units of the binding's vector width */
+  sA: "u32",
+  sB: "u32",
+  sC: "u32",
+  offA: "u32",
+  offB: "u32",
+  offC: "u32",
+  /** K elements per split-K slice (a multiple of BK) and the number of slices */
+  kSplit: "u32",
+  nSplit: "u32",
+  alpha: "f32",
+  beta: "f32",
+} as const;
+
+/** One global-to-shared loader (A or B). */
+interface LoaderSpec {
+  /** binding name and smem array prefix */
+  src: "A" | "B";
+  sm: "As" | "Bs";
+  /** tile rows / cols in global memory order (cols contiguous) */
+  rows: number;
+  cols: number;
+  /** true when the contiguous global axis is K (stored transposed into [k][mn]) */
+  kContig: boolean;
+  vec: 1 | 4;
+  /** WGSL of the M/N bound and the tile origin along M/N */
+  bound: string;
+  origin: string;
+  ld: string;
+}
+
+function loaderCode(L: LoaderSpec, NT: number) {
+  const p = L.src.toLowerCase();
+  const V = L.vec;
+  const cv = L.cols / V;
+  const total = L.rows * cv;
+  const slots = Math.ceil(total / NT);
+  // shared: every slot reads the same column, rows `rs` apart (all configs of interest), so the
+  // per-slot indices are the first slot's plus constants (fewer live registers)
+  const shared = NT % cv === 0 && total % NT === 0;
+  const rs = NT / cv;
+  const ty = V === 4 ? "vec4<f32>" : "f32";
+  const decl: string[] = [];
+  const setup: string[] = [];
+  const load: string[] = [];
+  const store: string[] = [];
+  setup.push(`let ${p}ldv = ${L.ld} / ${V}u;`);
+  if (shared) {
+    setup.push(`let ${p}gr = lid / ${cv}u;`, `let ${p}gc = (lid % ${cv}u) * ${V}u;`);
+    if (L.kContig) setup.push(`let ${p}pm4 = ${p}gr / 4u;`, `let ${p}pmc = ${p}gr % 4u;`);
+    else setup.push(`let ${p}pm4 = ${p}gc / 4u;`, `let ${p}pmc = ${p}gc % 4u;`);
+  }
+  for (let r = 0; r < slots; r++) {
+    const guard = !shared && (r + 1) * NT > total;
+    decl.push(`var ${p}r${r}: ${ty};`);
+    if (shared) {
+      setup.push(`let ${p}gr${r} = ${p}gr + ${r * rs}u;`, `let ${p}gc${r} = ${p}gc;`);
+    } else {
+      setup.push(`let ${p}e${r} = lid + ${r * NT}u;`);
+      setup.push(`let ${p}gr${r} = ${p}e${r} / ${cv}u;`);
+      setup.push(`let ${p}gc${r} = (${p}e${r} % ${cv}u) * ${V}u;`);
+    }
+    // mn: the M/N coordinate inside the tile; kk: the K coordinate inside the tile
+    const mn = L.kContig ? `${p}gr${r}` : `${p}gc${r}`;
+    const kk = L.kContig ? `${p}gc${r}` : `${p}gr${r}`;
+    setup.push(`let ${p}kk${r} = ${kk};`);
+    setup.push(
+      `let ${p}ok${r} = ${
+        guard ? `${p}e${r} < ${total}u && ` : ""
+      }${L.origin} + ${mn} < ${L.bound};`,
+    );
+    // element offset (without the K origin) in units of the vector width
+    if (shared && r > 0) {
+      setup.push(`let ${p}o${r} = ${p}o0 + ${r * rs}u * ${p}ldv;`);
+    } else {
+      const elem = L.kContig
+        ? `(${L.origin} + ${mn}) * ${L.ld} + ${kk}`
+        : `${kk} * ${L.ld} + ${L.origin} + ${mn}`;
+      setup.push(`let ${p}o${r} = base${L.src} + (${elem}) / ${V}u;`);
+    }
+    // K origin of the tile in vector units: k0 along K, k0·ld otherwise
+    const kofs = L.kContig ? `k0 / ${V}u` : `k0 * ${p}ldv`;
+    load.push(
+      `if (${p}ok${r} && k0 + ${p}kk${r} < kEnd) { ${p}r${r} = ${L.src}[${p}o${r} + ${kofs}]; } ` +
+        `else { ${p}r${r} = ${ty}(0.0); }`,
+    );
+    // where the slot lands in workgroup memory: [k][mn / 4][mn % 4]
+    if (shared && (!L.kContig || rs % 4 === 0)) {
+      const add = L.kContig ? ` + ${r * rs / 4}u` : "";
+      setup.push(`let ${p}m4${r} = ${p}pm4${add};`, `let ${p}mc${r} = ${p}pmc;`);
+    } else {
+      setup.push(`let ${p}m4${r} = ${mn} / 4u;`, `let ${p}mc${r} = ${mn} % 4u;`);
+    }
+    const st: string[] = [];
+    if (L.kContig) {
+      // transposed: K runs along the vector; scalar stores into [k][mn/4][mn%4]
+      if (V === 4) {
+        for (let i = 0; i < 4; i++) {
+          st.push(`${L.sm}$[${p}kk${r} + ${i}u][${p}m4${r}][${p}mc${r}] = ${p}r${r}[${i}];`);
+        }
+      } else st.push(`${L.sm}$[${p}kk${r}][${p}m4${r}][${p}mc${r}] = ${p}r${r};`);
+    } else if (V === 4) {
+      st.push(`${L.sm}$[${p}kk${r}][${p}m4${r}] = ${p}r${r};`);
+    } else {
+      st.push(`${L.sm}$[${p}kk${r}][${p}m4${r}][${p}mc${r}] = ${p}r${r};`);
+    }
+    store.push(guard ? `if (${p}e${r} < ${total}u) { ${st.join(" ")} }` : st.join(" "));
+  }
+  return { decl, setup, load, store };
+}
+
+/** Generates the WGSL body (everything after the engine's header) of one GEMM kernel. */
+export function genGemm(c: MatmulConfig, v: MatmulVariant): string {
+  validateConfig(c, undefined, v);
+  const { bm, bn, bk, tm, tn } = c;
+  const TX = bn / tn, TY = bm / tm, NT = TX * TY;
+  const SA4 = bm / 4 + (v.transA ? 0 : 1);
+  const SB4 = bn / 4 + (v.transB ? 1 : 0);
+  const A = loaderCode({
+    src: "A",
+    sm: "As",
+    rows: v.transA ? bk : bm,
+    cols: v.transA ? bm : bk,
+    kContig: !v.transA,
+    vec: v.vecA,
+    bound: "P.M",
+    origin: "tileM",
+    ld: "P.lda",
+  }, NT);
+  const B = loaderCode({
+    src: "B",
+    sm: "Bs",
+    rows: v.transB ? bn : bk,
+    cols: v.transB ? bk : bn,
+    kContig: v.transB,
+    vec: v.vecB,
+    bound: "P.N",
+    origin: "tileN",
+    ld: "P.ldb",
+  }, NT);
+  const ind = (lines: string[], n: number) => lines.map((l) => " ".repeat(n) + l).join("\n");
+  const loads = (k0: string, n: number) =>
+    ind([`let k0 = ${k0};`, ...A.load, ...B.load], n).replace(/^\s+/, "");
+  const stores = (buf: number, n: number) =>
+    ind([...A.store, ...B.store].map((s) => s.replaceAll("$", `${buf}`)), n);
+
+  // the inner product over one tile, fully unrolled
+  const compute = (buf: number, n: number) => {
+    const out: string[] = [];
+    for (let k = 0; k < bk; k++) {
+      for (let i = 0; i < tm / 4; i++) out.push(`let a${i} = As${buf}[${k}][ia${i}];`);
+      for (let j = 0; j < tn / 4; j++) out.push(`let b${j} = Bs${buf}[${k}][ib${j}];`);
+      for (let i = 0; i < tm; i++) {
+        const a = `a${i >> 2}.${"xyzw"[i & 3]}`;
+        for (let j = 0; j < tn / 4; j++) {
+          out.push(`c${i}_${j} = fma(vec4<f32>(${a}), b${j}, c${i}_${j});`);
+        }
+      }
+      // scope each k so the fragment names can repeat
+      out[out.length - (tm / 4 + tn / 4 + tm * tn / 4)] = "{ " +
+        out[out.length - (tm / 4 + tn / 4 + tm * tn / 4)];
+      out[out.length - 1] += " }";
+    }
+    return ind(out, n);
+  };
+
+  const accs: string[] = [];
+  for (let i = 0; i < tm; i++) {
+    for (let j = 0; j < tn / 4; j++) accs.push(`var c${i}_${j} = vec4<f32>(0.0);`);
+  }
+  const frag: string[] = [];
+  for (let i = 0; i < tm / 4; i++) frag.push(`let ia${i} = ty + ${i * TY}u;`);
+  for (let j = 0; j < tn / 4; j++) frag.push(`let ib${j} = tx + ${j * TX}u;`);
+
+  // epilogue: out = alpha·acc (+ beta·out) (+ bias)
+  const epi: string[] = [];
+  for (let i = 0; i < tm; i++) {
+    const mLocal = `${4 * (i >> 2) * TY + (i & 3)}u + 4u * ty`;
+    const body: string[] = [];
+    for (let j = 0; j < tn / 4; j++) {
+      const nn = `tileN + ${4 * j * TX}u + 4u * tx`;
+      if (v.vecC === 4) {
+        const terms = [`P.alpha * c${i}_${j}`];
+        if (v.beta) terms.push(`P.beta * C[rc + n / 4u]`);
+        if (v.bias) terms.push(`bias[n / 4u]`);
+        body.push(`{ let n = ${nn}; if (n < P.N) { C[rc + n / 4u] = ${terms.join(" + ")}; } }`);
+      } else {
+        for (let q = 0; q < 4; q++) {
+          const terms = [`P.alpha * c${i}_${j}.${"xyzw"[q]}`];
+          if (v.beta) terms.push(`P.beta * C[rc + n]`);
+          if (v.bias) terms.push(`bias[n]`);
+          body.push(
+            `{ let n = ${nn} + ${q}u; if (n < P.N) { C[rc + n] = ${terms.join(" + ")}; } }`,
+          );
+        }
+      }
+    }
+    epi.push(
+      `{ let m = tileM + ${mLocal}; if (m < P.M) {\n` +
+        `    let rc = baseC + m * P.ldc / ${v.vecC}u;\n    ${body.join("\n    ")}\n  } }`,
+    );
+  }
+
+  const thread = c.warp
+    ? [
+      `let lane = lid % 32u;`,
+      `let warp = lid / 32u;`,
+      `let tx = (warp % ${TX / 8}u) * 8u + lane % 8u;`,
+      `let ty = (warp / ${TX / 8}u) * 4u + lane / 8u;`,
+    ]
+    : [`let tx = lid % ${TX}u;`, `let ty = lid / ${TX}u;`];
+
+  const smem: string[] = [];
+  for (let s = 0; s < c.stages; s++) {
+    smem.push(`var<workgroup> As${s}: array<array<vec4<f32>, ${SA4}>, ${bk}>;`);
+    smem.push(`var<workgroup> Bs${s}: array<array<vec4<f32>, ${SB4}>, ${bk}>;`);
+  }
+
+  const kBase = "kBeg";
+  let loop: string;
+  if (c.stages === 2) {
+    loop = `
+  if (nT > 0u) {
+    ${loads(`${kBase}`, 4)}
+${stores(0, 4)}
+  }
+  workgroupBarrier();
+  var kt = 0u;
+  loop {
+    if (kt >= nT) { break; }
+    let more1 = kt + 1u < nT;
+    if (more1) {
+      ${loads(`${kBase} + (kt + 1u) * ${bk}u`, 6)}
+    }
+${compute(0, 4)}
+    if (more1) {
+${stores(1, 6)}
+    }
+    workgroupBarrier();
+    if (!more1) { break; }
+    let more2 = kt + 2u < nT;
+    if (more2) {
+      ${loads(`${kBase} + (kt + 2u) * ${bk}u`, 6)}
+    }
+${compute(1, 4)}
+    if (more2) {
+${stores(0, 6)}
+    }
+    workgroupBarrier();
+    kt += 2u;
+  }`;
+  } else {
+    loop = `
+  if (nT > 0u) {
+    ${loads(`${kBase}`, 4)}
+  }
+  var kt = 0u;
+  loop {
+    if (kt >= nT) { break; }
+${stores(0, 4)}
+    workgroupBarrier();
+    if (kt + 1u < nT) {
+      ${loads(`${kBase} + (kt + 1u) * ${bk}u`, 6)}
+    }
+${compute(0, 4)}
+    workgroupBarrier();
+    kt += 1u;
+  }`;
+  }
+
+  return `
+${smem.join("\n")}
+
+@compute @workgroup_size(${NT})
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+  ${thread.join("\n  ")}
+  let tileN = wid.x * ${bn}u;
+  let tileM = wid.y * ${bm}u;
+  let z = wid.z;
+  let bz = z / P.nSplit;
+  let split = z % P.nSplit;
+  let kBeg = split * P.kSplit;
+  let kEnd = min(P.K, kBeg + P.kSplit);
+  let nT = select(0u, (kEnd - kBeg + ${bk - 1}u) / ${bk}u, kEnd > kBeg);
+  let baseA = P.offA + bz * P.sA;
+  let baseB = P.offB + bz * P.sB;
+  let baseC = P.offC + z * P.sC;
+  ${A.decl.join(" ")}
+  ${B.decl.join(" ")}
+  ${A.setup.join("\n  ")}
+  ${B.setup.join("\n  ")}
+  ${frag.join("\n  ")}
+  ${accs.join("\n  ")}
+${loop}
+  ${epi.join("\n  ")}
+}
+`;
+}
+
+/**
+ * The split-K reduction: out = alpha·Σ_s ws[s] + beta·out + bias over an
+ * [M, N] output, the slices summed in order s = 0, 1, … (deterministic).
+ */
+export function genSplitReduce(vec: 1 | 4, beta: boolean, bias: boolean, wg: number): string {
+  const ty = vec === 4 ? "vec4<f32>" : "f32";
+  const terms = ["P.alpha * s"];
+  if (beta) terms.push("P.beta * C[P.offC + i]");
+  if (bias) terms.push(`bias[i % P.nv]`);
+  return `
+@compute @workgroup_size(${wg})
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_index) lid: u32) {
+  let i = (wid.y * nwg.x + wid.x) * ${wg}u + lid;
+  if (i >= P.total) { return; }
+  var s = ${ty}(0.0);
+  for (var k = 0u; k < P.nSplit; k++) { s += ws[k * P.total + i]; }
+  C[P.offC + i] = ${terms.join(" + ")};
+}
+`;
+}
