@@ -110,7 +110,11 @@ program.command("bench")
   .option("--only <names>", "comma-separated subset: copy,matmul,attention,optim,step")
   .option("--quick", "small sizes (CPU adapters)")
   .option("--out <dir>", "write bench.json (and plots) into this directory")
-  .action(async (opts: { only?: string; quick?: boolean; out?: string }) => {
+  .option("--tune", "autotune matmul tile configs for this adapter first (cached per adapter)")
+  .option("--batch <n>", "batch size of the training-step benchmark")
+  .option("--lengths <list>", "sequence lengths of the attention benchmark")
+  .option("--profile", "print the time per kernel kind of one training step")
+  .action(async (opts: { only?: string; quick?: boolean; out?: string; tune?: boolean; batch?: string; lengths?: string; profile?: boolean }) => {
     const { runBench } = await import("./bench/mod.ts");
     await runBench(opts);
   });

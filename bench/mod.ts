@@ -1,34 +1,167 @@
-/** `based bench`: runs the benchmarks and prints measured vs limit. */
-import { initEngine } from "../tensor/engine.ts";
+/**
+ * `based bench`: every benchmark prints the measured figure, the limit or
+ * anchor it is compared with (H200 figures measured with PyTorch on the same
+ * machine, from the project brief and issues), and the ratio. With --out, the
+ * results go to bench.json and the attention timings to SVG plots.
+ */
+import { join } from "node:path";
+import { type Engine, initEngine } from "../tensor/engine.ts";
 import { benchCopy } from "./copy.ts";
 import { type BenchRow, formatRows, H200 } from "./report.ts";
+import { benchMatmul, defaultMatmulSizes, tuneMatmul } from "./matmul.ts";
+import { benchAttention, benchSlidingWindow } from "./attention.ts";
+import { benchOptim } from "./optim.ts";
+import { benchStep } from "./step.ts";
+import { matmulConfigs, matmulKey, setMatmulConfig, configName } from "../kernels/matmul.ts";
+import { loadTuningCache, saveTuningCache } from "../kernels/matmul_tune.ts";
+import { lineChart } from "../train/svg.ts";
+import type { LinearAttentionView } from "../kernels/linear_attention.ts";
 
-export async function runBench(opts: { only?: string; quick?: boolean; out?: string }): Promise<void> {
+export interface BenchOptions {
+  only?: string;
+  quick?: boolean;
+  out?: string;
+  tune?: boolean;
+  batch?: string;
+  lengths?: string;
+  profile?: boolean;
+}
+
+/** PyTorch fp32 (no TF32) linear-attention fwd+bwd at B8 H16 (issue 5), ms. */
+const TORCH_LA = {
+  2048: { quadratic: 42.9, fla: 17.8, fastTransformers: 33.7 },
+  8192: { quadratic: 579, fla: 251, fastTransformers: 134 },
+} as Record<number, { quadratic: number; fla: number; fastTransformers: number }>;
+/** issue 5 goals for our views, ms */
+const LA_GOAL: Record<string, Record<number, number>> = {
+  chunked: { 2048: 15, 8192: 60 },
+  cumsum: { 2048: 30, 8192: 120 },
+};
+
+async function tune(e: Engine, log: (s: string) => void, quick: boolean): Promise<void> {
+  const sizes = defaultMatmulSizes(e.maxBinding);
+  for (const { name, size } of sizes) {
+    const [m, n, k] = size;
+    if (Math.max(m * k, k * n, m * n) * 4 > e.maxBinding) continue;
+    const shape = { m, n, k, transA: !!size[3], transB: !!size[4], batch: 1 };
+    const cands = matmulConfigs(e, shape);
+    const ranked = await tuneMatmul(e, shape, quick ? cands.slice(0, 3) : cands);
+    if (!ranked.length) continue;
+    setMatmulConfig(matmulKey(shape), ranked[0].config);
+    log(`tune ${name.padEnd(28)} best ${configName(ranked[0].config)} ${ranked[0].tflops.toFixed(1)} TFLOP/s (of ${ranked.length})`);
+  }
+  log(`tuning table: ${await saveTuningCache(e)}`);
+}
+
+export async function runBench(opts: BenchOptions): Promise<void> {
   const e = await initEngine();
+  const log = (s: string) => console.log(s);
   const only = opts.only ? new Set(opts.only.split(",")) : null;
   const want = (n: string) => !only || only.has(n);
   const quick = opts.quick ?? e.info.isFallback;
   const rows: BenchRow[] = [];
-  const results: Record<string, unknown> = {
-    adapter: e.info.name,
-    backend: e.info.backend,
-    date: new Date().toISOString(),
+  const results: Record<string, unknown> = { adapter: e.info.name, backend: e.info.backend, date: new Date().toISOString(), quick };
+  log(`adapter: ${e.info.name} (${e.info.backend})${quick ? " [quick sizes]" : ""}`);
+  const cached = await loadTuningCache(e);
+  if (cached) log(`matmul tuning: ${cached} entries from the cache`);
+  if (opts.tune) await tune(e, log, quick);
+  const flush = () => {
+    if (rows.length) log(formatRows(rows.splice(0)));
   };
-  console.log(`adapter: ${e.info.name} (${e.info.backend})${quick ? " [quick sizes]" : ""}`);
+
   if (want("copy")) {
     const r = await benchCopy(e, { bytes: quick ? 64 << 20 : 1 << 30 });
     results.copy = r;
-    rows.push({
-      name: `copy ${(r.bytes / 2 ** 30).toFixed(2)} GiB`,
-      value: r.tbps,
-      unit: "TB/s",
-      limit: H200.copyTBps,
-      limitName: "H200 copy",
-    });
+    rows.push({ name: `copy ${(r.bytes / 2 ** 30).toFixed(2)} GiB`, value: r.tbps, unit: "TB/s", limit: H200.copyTBps, limitName: "H200 copy (PyTorch)" });
+    flush();
   }
-  console.log(formatRows(rows));
+  if (want("matmul")) {
+    const sizes = quick ? [[256, 256, 256, 0, 0], [256, 256, 256, 0, 1], [256, 256, 256, 1, 0], [256, 256, 256, 1, 1]] : undefined;
+    const r = await benchMatmul(e, { sizes });
+    results.matmul = r;
+    for (const m of r) {
+      rows.push({ name: `matmul ${m.name} [${m.config}]`, value: m.tflops, unit: "TFLOP/s", limit: H200.cublasFp32TFlops, limitName: "cuBLAS fp32" });
+    }
+    flush();
+  }
+  if (want("attention")) {
+    const lengths = opts.lengths ? opts.lengths.split(",").map(Number) : quick ? [64, 128] : [512, 1024, 2048, 4096, 8192];
+    const B = quick ? 1 : 8, H = quick ? 2 : 16;
+    const r = await benchAttention(e, { lengths, B, H });
+    results.attention = { B, H, rows: r };
+    for (const a of r) {
+      const goal = LA_GOAL[a.view]?.[a.L];
+      const torch = TORCH_LA[a.L];
+      if (goal) rows.push({ name: `linear attn ${a.view} L${a.L} fwd+bwd`, value: a.fwdBwdMs, unit: "ms", limit: goal, limitName: "goal", lowerIsBetter: true });
+      else if (torch && a.view === "quadratic") rows.push({ name: `linear attn quadratic L${a.L} fwd+bwd`, value: a.fwdBwdMs, unit: "ms", limit: torch.quadratic, limitName: "PyTorch quadratic fp32", lowerIsBetter: true });
+      else rows.push({ name: `linear attn ${a.view} L${a.L} fwd+bwd`, value: a.fwdBwdMs, unit: "ms", limit: torch?.fla ?? a.fwdBwdMs, limitName: torch ? "fla fp32" : "(no anchor)", lowerIsBetter: true });
+    }
+    // linearity: time(L_max)/time(L_min) against L_max/L_min
+    for (const view of ["chunked", "cumsum", "quadratic"] as LinearAttentionView[]) {
+      const v = r.filter((x) => x.view === view).sort((a, b) => a.L - b.L);
+      if (v.length >= 2) {
+        const a = v[0], b = v[v.length - 1];
+        log(`${view}: time ratio L${b.L}/L${a.L} = ${(b.fwdBwdMs / a.fwdBwdMs).toFixed(2)} (length ratio ${(b.L / a.L).toFixed(0)})`);
+      }
+    }
+    try {
+      const sw = await benchSlidingWindow(e, { lengths: quick ? [128] : [2048], B: quick ? 1 : 8, H: quick ? 2 : 16 });
+      results.slidingWindow = sw;
+      for (const s of sw as { L: number; fwdBwdMs: number }[]) {
+        rows.push({ name: `sliding window 128 L${s.L} fwd+bwd`, value: s.fwdBwdMs, unit: "ms", limit: s.fwdBwdMs, limitName: "(no anchor)", lowerIsBetter: true });
+      }
+    } catch (err) {
+      log(`sliding window bench failed: ${(err as Error).message}`);
+    }
+    flush();
+    if (opts.out) {
+      await Deno.mkdir(opts.out, { recursive: true });
+      const views = [...new Set(r.map((x) => x.view))];
+      const svg = lineChart({
+        title: `Based linear attention fwd+bwd, B${B} H${H} F16 D64 (${e.info.name})`,
+        xLabel: "sequence length",
+        yLabel: "ms",
+        logX: true,
+        logY: true,
+        series: views.map((v) => ({ name: v, points: r.filter((x) => x.view === v).map((x) => [x.L, x.fwdBwdMs] as [number, number]), markers: true })),
+      });
+      await Deno.writeTextFile(join(opts.out, "attention.svg"), svg);
+      const svgF = lineChart({
+        title: `Based linear attention forward, B${B} H${H} (${e.info.name})`,
+        xLabel: "sequence length",
+        yLabel: "ms",
+        logX: true,
+        logY: true,
+        series: views.map((v) => ({ name: v, points: r.filter((x) => x.view === v).map((x) => [x.L, x.fwdMs] as [number, number]), markers: true })),
+      });
+      await Deno.writeTextFile(join(opts.out, "attention_forward.svg"), svgF);
+    }
+  }
+  if (want("optim")) {
+    const r = await benchOptim(e, { params: quick ? 4_000_000 : undefined });
+    results.optim = r;
+    rows.push({ name: `AdamW step ${(r as { params?: number }).params ?? ""} params (adam only)`, value: r.adamTbps, unit: "TB/s", limit: H200.copyTBps, limitName: "copy" });
+    rows.push({ name: "AdamW + clip (effective 28 B/param)", value: r.tbps, unit: "TB/s", limit: H200.copyTBps, limitName: "copy" });
+    flush();
+  }
+  if (want("step")) {
+    const batch = opts.batch ? Number(opts.batch) : quick ? 1 : 8;
+    const experiment = quick ? "example/based-tiny" : "example/based-360m";
+    for (const view of quick ? ["chunked"] : ["chunked", "quadratic", "cumsum"]) {
+      try {
+        const r = await benchStep(e, { experiment, batch, view, seqLen: quick ? 128 : undefined, steps: quick ? 2 : 5, profile: opts.profile && view === "chunked", log });
+        (results.step ??= []) as unknown[];
+        (results.step as unknown[]).push(r);
+        rows.push({ name: `${experiment} step B${r.batch}x${r.seqLen} ${view}`, value: r.tokensPerSec, unit: "tok/s", limit: H200.torchStepFp32TokS, limitName: "PyTorch fp32" });
+        rows.push({ name: `  peak memory`, value: r.peakBytes / 2 ** 30, unit: "GiB", limit: 63.5, limitName: "PyTorch fp32", lowerIsBetter: true });
+      } catch (err) {
+        log(`step bench (${view}) failed: ${(err as Error).message}`);
+      }
+      flush();
+    }
+  }
   if (opts.out) {
     await Deno.mkdir(opts.out, { recursive: true });
-    await Deno.writeTextFile(`${opts.out}/bench.json`, JSON.stringify(results, null, 2));
+    await Deno.writeTextFile(join(opts.out, "bench.json"), JSON.stringify(results, null, 2));
   }
 }
