@@ -21,4 +21,6 @@ for d in "$tok"/*/; do
   find "$d/esm/bpeRanks" -type f ! -name 'r50k_base*' -delete 2>/dev/null || true
   find "$d/esm" -name '*.map' -delete 2>/dev/null || true
 done
+# transpiled-code and analysis caches are rebuilt there on first use
+rm -rf .device/deno_dir/gen .device/deno_dir/*_cache_v2*
 du -sh .device | awk '{print "pruned .device: " $1}'
