@@ -56,26 +56,36 @@ program.command("eval")
   .option("--split <names>", "splits to evaluate", "validation,test")
   .option("--limit <n>", "at most this many batches per split")
   .argument("[overrides...]", "datamodule overrides, e.g. datamodule.batch_size_eval=8")
-  .action(async (overrides: string[], opts: { checkpoint: string; split: string; limit?: string }) => {
-    const { findCheckpoint, modelFromCheckpoint } = await import("./train/restore.ts");
-    const { evaluate } = await import("./train/loop.ts");
-    const { loadDataModule } = await import("./data/datamodule.ts");
-    const { applyOverrides } = await import("./config/mod.ts");
-    const e = await initEngine();
-    const ck = await findCheckpoint(opts.checkpoint);
-    const { model, cfg } = modelFromCheckpoint(e, ck);
-    const c = applyOverrides(cfg, overrides) as Record<string, Record<string, unknown>>;
-    const splits = opts.split.split(",").map((x) => x.trim()) as ("train" | "validation" | "test")[];
-    const dm = await loadDataModule(c.datamodule, { cwd: Deno.cwd(), log: console.log, splits });
-    const L = Number(c.datamodule.max_length);
-    const bs = Number(c.datamodule.batch_size_eval ?? c.datamodule.batch_size);
-    console.log(`checkpoint ${ck.dir} (step ${ck.state.step}) on ${e.info.name}`);
-    for (const split of opts.split.split(",")) {
-      const ds = split === "test" ? dm.test : split === "train" ? dm.train : dm.validation;
-      const r = await evaluate(e, model, ds, { batchSize: bs, seqLen: L, limitBatches: opts.limit ? Number(opts.limit) : undefined });
-      console.log(`${split}: loss ${r.loss.toFixed(6)} | ppl ${r.ppl.toFixed(3)} | ${r.tokens} tokens`);
-    }
-  });
+  .action(
+    async (overrides: string[], opts: { checkpoint: string; split: string; limit?: string }) => {
+      const { findCheckpoint, modelFromCheckpoint } = await import("./train/restore.ts");
+      const { evaluate } = await import("./train/loop.ts");
+      const { loadDataModule } = await import("./data/datamodule.ts");
+      const { applyOverrides } = await import("./config/mod.ts");
+      const e = await initEngine();
+      const ck = await findCheckpoint(opts.checkpoint);
+      const { model, cfg } = modelFromCheckpoint(e, ck);
+      const c = applyOverrides(cfg, overrides) as Record<string, Record<string, unknown>>;
+      const splits = opts.split.split(",").map((x) =>
+        x.trim()
+      ) as ("train" | "validation" | "test")[];
+      const dm = await loadDataModule(c.datamodule, { cwd: Deno.cwd(), log: console.log, splits });
+      const L = Number(c.datamodule.max_length);
+      const bs = Number(c.datamodule.batch_size_eval ?? c.datamodule.batch_size);
+      console.log(`checkpoint ${ck.dir} (step ${ck.state.step}) on ${e.info.name}`);
+      for (const split of opts.split.split(",")) {
+        const ds = split === "test" ? dm.test : split === "train" ? dm.train : dm.validation;
+        const r = await evaluate(e, model, ds, {
+          batchSize: bs,
+          seqLen: L,
+          limitBatches: opts.limit ? Number(opts.limit) : undefined,
+        });
+        console.log(
+          `${split}: loss ${r.loss.toFixed(6)} | ppl ${r.ppl.toFixed(3)} | ${r.tokens} tokens`,
+        );
+      }
+    },
+  );
 
 program.command("generate")
   .description("continue a prompt with a trained checkpoint")
@@ -85,25 +95,36 @@ program.command("generate")
   .option("--temperature <t>", "0 = greedy", "0")
   .option("--top-k <k>", "sample among the k most likely (0 = all)", "0")
   .option("--seed <n>", "sampling seed", "0")
-  .action(async (opts: { checkpoint: string; prompt: string; maxNewTokens: string; temperature: string; topK: string; seed: string }) => {
-    const { findCheckpoint, modelFromCheckpoint } = await import("./train/restore.ts");
-    const { generate } = await import("./train/generate.ts");
-    const e = await initEngine();
-    const { model } = modelFromCheckpoint(e, await findCheckpoint(opts.checkpoint));
-    const enc = new TextEncoder();
-    Deno.stdout.writeSync(enc.encode(opts.prompt));
-    await generate(e, model, {
-      prompt: opts.prompt,
-      maxNewTokens: Number(opts.maxNewTokens),
-      temperature: Number(opts.temperature),
-      topK: Number(opts.topK),
-      seed: Number(opts.seed),
-      context: model.config.maxLength,
-      stopAtEos: false,
-      onToken: (t) => Deno.stdout.writeSync(enc.encode(t)),
-    });
-    console.log();
-  });
+  .action(
+    async (
+      opts: {
+        checkpoint: string;
+        prompt: string;
+        maxNewTokens: string;
+        temperature: string;
+        topK: string;
+        seed: string;
+      },
+    ) => {
+      const { findCheckpoint, modelFromCheckpoint } = await import("./train/restore.ts");
+      const { generate } = await import("./train/generate.ts");
+      const e = await initEngine();
+      const { model } = modelFromCheckpoint(e, await findCheckpoint(opts.checkpoint));
+      const enc = new TextEncoder();
+      Deno.stdout.writeSync(enc.encode(opts.prompt));
+      await generate(e, model, {
+        prompt: opts.prompt,
+        maxNewTokens: Number(opts.maxNewTokens),
+        temperature: Number(opts.temperature),
+        topK: Number(opts.topK),
+        seed: Number(opts.seed),
+        context: model.config.maxLength,
+        stopAtEos: false,
+        onToken: (t) => Deno.stdout.writeSync(enc.encode(t)),
+      });
+      console.log();
+    },
+  );
 
 program.command("bench")
   .description("benchmarks: measured figure, the limit it is compared with, and the ratio")
@@ -114,15 +135,31 @@ program.command("bench")
   .option("--batch <n>", "batch size of the training-step benchmark")
   .option("--lengths <list>", "sequence lengths of the attention benchmark")
   .option("--profile", "print the time per kernel kind of one training step")
-  .action(async (opts: { only?: string; quick?: boolean; out?: string; tune?: boolean; batch?: string; lengths?: string; profile?: boolean }) => {
-    const { runBench } = await import("./bench/mod.ts");
-    await runBench(opts);
-  });
+  .action(
+    async (
+      opts: {
+        only?: string;
+        quick?: boolean;
+        out?: string;
+        tune?: boolean;
+        batch?: string;
+        lengths?: string;
+        profile?: boolean;
+      },
+    ) => {
+      const { runBench } = await import("./bench/mod.ts");
+      await runBench(opts);
+    },
+  );
 
 program.command("parity")
   .description("compare against reference fixtures (a folder with manifest.json + safetensors)")
   .argument("<dir>", "fixture folder")
-  .option("--view <views>", "linear-attention views to run (comma-separated)", "quadratic,chunked,cumsum")
+  .option(
+    "--view <views>",
+    "linear-attention views to run (comma-separated)",
+    "quadratic,chunked,cumsum",
+  )
   .option("--filter <text>", "only cases whose name contains this")
   .action(async (dir: string, opts: { view: string; filter?: string }) => {
     const { runParity } = await import("./model/parity.ts");

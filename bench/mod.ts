@@ -12,7 +12,7 @@ import { benchMatmul, defaultMatmulSizes, tuneMatmul } from "./matmul.ts";
 import { benchAttention, benchSlidingWindow } from "./attention.ts";
 import { benchOptim } from "./optim.ts";
 import { benchStep } from "./step.ts";
-import { matmulConfigs, matmulKey, setMatmulConfig, configName } from "../kernels/matmul.ts";
+import { configName, matmulConfigs, matmulKey, setMatmulConfig } from "../kernels/matmul.ts";
 import { loadTuningCache, saveTuningCache } from "../kernels/matmul_tune.ts";
 import { lineChart } from "../train/svg.ts";
 import type { LinearAttentionView } from "../kernels/linear_attention.ts";
@@ -48,7 +48,11 @@ async function tune(e: Engine, log: (s: string) => void, quick: boolean): Promis
     const ranked = await tuneMatmul(e, shape, quick ? cands.slice(0, 3) : cands);
     if (!ranked.length) continue;
     setMatmulConfig(matmulKey(shape), ranked[0].config);
-    log(`tune ${name.padEnd(28)} best ${configName(ranked[0].config)} ${ranked[0].tflops.toFixed(1)} TFLOP/s (of ${ranked.length})`);
+    log(
+      `tune ${name.padEnd(28)} best ${configName(ranked[0].config)} ${
+        ranked[0].tflops.toFixed(1)
+      } TFLOP/s (of ${ranked.length})`,
+    );
   }
   log(`tuning table: ${await saveTuningCache(e)}`);
 }
@@ -60,7 +64,12 @@ export async function runBench(opts: BenchOptions): Promise<void> {
   const want = (n: string) => !only || only.has(n);
   const quick = opts.quick ?? e.info.isFallback;
   const rows: BenchRow[] = [];
-  const results: Record<string, unknown> = { adapter: e.info.name, backend: e.info.backend, date: new Date().toISOString(), quick };
+  const results: Record<string, unknown> = {
+    adapter: e.info.name,
+    backend: e.info.backend,
+    date: new Date().toISOString(),
+    quick,
+  };
   log(`adapter: ${e.info.name} (${e.info.backend})${quick ? " [quick sizes]" : ""}`);
   const cached = await loadTuningCache(e);
   if (cached) log(`matmul tuning: ${cached} entries from the cache`);
@@ -72,43 +81,99 @@ export async function runBench(opts: BenchOptions): Promise<void> {
   if (want("copy")) {
     const r = await benchCopy(e, { bytes: quick ? 64 << 20 : 1 << 30 });
     results.copy = r;
-    rows.push({ name: `copy ${(r.bytes / 2 ** 30).toFixed(2)} GiB`, value: r.tbps, unit: "TB/s", limit: H200.copyTBps, limitName: "H200 copy (PyTorch)" });
+    rows.push({
+      name: `copy ${(r.bytes / 2 ** 30).toFixed(2)} GiB`,
+      value: r.tbps,
+      unit: "TB/s",
+      limit: H200.copyTBps,
+      limitName: "H200 copy (PyTorch)",
+    });
     flush();
   }
   if (want("matmul")) {
-    const sizes = quick ? [[256, 256, 256, 0, 0], [256, 256, 256, 0, 1], [256, 256, 256, 1, 0], [256, 256, 256, 1, 1]] : undefined;
+    const sizes = quick
+      ? [[256, 256, 256, 0, 0], [256, 256, 256, 0, 1], [256, 256, 256, 1, 0], [256, 256, 256, 1, 1]]
+      : undefined;
     const r = await benchMatmul(e, { sizes });
     results.matmul = r;
     for (const m of r) {
-      rows.push({ name: `matmul ${m.name} [${m.config}]`, value: m.tflops, unit: "TFLOP/s", limit: H200.cublasFp32TFlops, limitName: "cuBLAS fp32" });
+      rows.push({
+        name: `matmul ${m.name} [${m.config}]`,
+        value: m.tflops,
+        unit: "TFLOP/s",
+        limit: H200.cublasFp32TFlops,
+        limitName: "cuBLAS fp32",
+      });
     }
     flush();
   }
   if (want("attention")) {
-    const lengths = opts.lengths ? opts.lengths.split(",").map(Number) : quick ? [64, 128] : [512, 1024, 2048, 4096, 8192];
+    const lengths = opts.lengths
+      ? opts.lengths.split(",").map(Number)
+      : quick
+      ? [64, 128]
+      : [512, 1024, 2048, 4096, 8192];
     const B = quick ? 1 : 8, H = quick ? 2 : 16;
     const r = await benchAttention(e, { lengths, B, H });
     results.attention = { B, H, rows: r };
     for (const a of r) {
       const goal = LA_GOAL[a.view]?.[a.L];
       const torch = TORCH_LA[a.L];
-      if (goal) rows.push({ name: `linear attn ${a.view} L${a.L} fwd+bwd`, value: a.fwdBwdMs, unit: "ms", limit: goal, limitName: "goal", lowerIsBetter: true });
-      else if (torch && a.view === "quadratic") rows.push({ name: `linear attn quadratic L${a.L} fwd+bwd`, value: a.fwdBwdMs, unit: "ms", limit: torch.quadratic, limitName: "PyTorch quadratic fp32", lowerIsBetter: true });
-      else rows.push({ name: `linear attn ${a.view} L${a.L} fwd+bwd`, value: a.fwdBwdMs, unit: "ms", limit: torch?.fla ?? a.fwdBwdMs, limitName: torch ? "fla fp32" : "(no anchor)", lowerIsBetter: true });
+      if (goal) {
+        rows.push({
+          name: `linear attn ${a.view} L${a.L} fwd+bwd`,
+          value: a.fwdBwdMs,
+          unit: "ms",
+          limit: goal,
+          limitName: "goal",
+          lowerIsBetter: true,
+        });
+      } else if (torch && a.view === "quadratic") {
+        rows.push({
+          name: `linear attn quadratic L${a.L} fwd+bwd`,
+          value: a.fwdBwdMs,
+          unit: "ms",
+          limit: torch.quadratic,
+          limitName: "PyTorch quadratic fp32",
+          lowerIsBetter: true,
+        });
+      } else {rows.push({
+          name: `linear attn ${a.view} L${a.L} fwd+bwd`,
+          value: a.fwdBwdMs,
+          unit: "ms",
+          limit: torch?.fla ?? a.fwdBwdMs,
+          limitName: torch ? "fla fp32" : "(no anchor)",
+          lowerIsBetter: true,
+        });}
     }
     // linearity: time(L_max)/time(L_min) against L_max/L_min
     for (const view of ["chunked", "cumsum", "quadratic"] as LinearAttentionView[]) {
       const v = r.filter((x) => x.view === view).sort((a, b) => a.L - b.L);
       if (v.length >= 2) {
         const a = v[0], b = v[v.length - 1];
-        log(`${view}: time ratio L${b.L}/L${a.L} = ${(b.fwdBwdMs / a.fwdBwdMs).toFixed(2)} (length ratio ${(b.L / a.L).toFixed(0)})`);
+        log(
+          `${view}: time ratio L${b.L}/L${a.L} = ${
+            (b.fwdBwdMs / a.fwdBwdMs).toFixed(2)
+          } (length ratio ${(b.L / a.L).toFixed(0)})`,
+        );
       }
     }
     try {
-      const sw = await benchSlidingWindow(e, { lengths: quick ? [128] : [2048], B: quick ? 1 : 8, H: quick ? 2 : 16 });
+      const sw = await benchSlidingWindow(e, {
+        lengths: quick ? [128] : [2048],
+        B: quick ? 1 : 8,
+        H: quick ? 2 : 16,
+      });
       results.slidingWindow = sw;
       for (const s of sw as { L: number; fwdBwdMs: number }[]) {
-        rows.push({ name: `sliding window 128 L${s.L} fwd+bwd`, value: s.fwdBwdMs, unit: "ms", limit: s.fwdBwdMs, limitName: "(no anchor)", lowerIsBetter: true });
+        rows.push({
+          name: `sliding window 128 L${s.L} fwd+bwd`,
+          value: s.fwdBwdMs,
+          unit: "ms",
+          limit: s.fwdBwdMs,
+          limitName: "(no anchor)",
+          lowerIsBetter: true,
+        });
       }
     } catch (err) {
       log(`sliding window bench failed: ${(err as Error).message}`);
@@ -123,7 +188,11 @@ export async function runBench(opts: BenchOptions): Promise<void> {
         yLabel: "ms",
         logX: true,
         logY: true,
-        series: views.map((v) => ({ name: v, points: r.filter((x) => x.view === v).map((x) => [x.L, x.fwdBwdMs] as [number, number]), markers: true })),
+        series: views.map((v) => ({
+          name: v,
+          points: r.filter((x) => x.view === v).map((x) => [x.L, x.fwdBwdMs] as [number, number]),
+          markers: true,
+        })),
       });
       await Deno.writeTextFile(join(opts.out, "attention.svg"), svg);
       const svgF = lineChart({
@@ -132,7 +201,11 @@ export async function runBench(opts: BenchOptions): Promise<void> {
         yLabel: "ms",
         logX: true,
         logY: true,
-        series: views.map((v) => ({ name: v, points: r.filter((x) => x.view === v).map((x) => [x.L, x.fwdMs] as [number, number]), markers: true })),
+        series: views.map((v) => ({
+          name: v,
+          points: r.filter((x) => x.view === v).map((x) => [x.L, x.fwdMs] as [number, number]),
+          markers: true,
+        })),
       });
       await Deno.writeTextFile(join(opts.out, "attention_forward.svg"), svgF);
     }
@@ -140,8 +213,20 @@ export async function runBench(opts: BenchOptions): Promise<void> {
   if (want("optim")) {
     const r = await benchOptim(e, { params: quick ? 4_000_000 : undefined });
     results.optim = r;
-    rows.push({ name: `AdamW step ${(r as { params?: number }).params ?? ""} params (adam only)`, value: r.adamTbps, unit: "TB/s", limit: H200.copyTBps, limitName: "copy" });
-    rows.push({ name: "AdamW + clip (effective 28 B/param)", value: r.tbps, unit: "TB/s", limit: H200.copyTBps, limitName: "copy" });
+    rows.push({
+      name: `AdamW step ${(r as { params?: number }).params ?? ""} params (adam only)`,
+      value: r.adamTbps,
+      unit: "TB/s",
+      limit: H200.copyTBps,
+      limitName: "copy",
+    });
+    rows.push({
+      name: "AdamW + clip (effective 28 B/param)",
+      value: r.tbps,
+      unit: "TB/s",
+      limit: H200.copyTBps,
+      limitName: "copy",
+    });
     flush();
   }
   if (want("step")) {
@@ -149,11 +234,32 @@ export async function runBench(opts: BenchOptions): Promise<void> {
     const experiment = quick ? "example/based-tiny" : "example/based-360m";
     for (const view of quick ? ["chunked"] : ["chunked", "quadratic", "cumsum"]) {
       try {
-        const r = await benchStep(e, { experiment, batch, view, seqLen: quick ? 128 : undefined, steps: quick ? 2 : 5, profile: opts.profile && view === "chunked", log });
+        const r = await benchStep(e, {
+          experiment,
+          batch,
+          view,
+          seqLen: quick ? 128 : undefined,
+          steps: quick ? 2 : 5,
+          profile: opts.profile && view === "chunked",
+          log,
+        });
         (results.step ??= []) as unknown[];
         (results.step as unknown[]).push(r);
-        rows.push({ name: `${experiment} step B${r.batch}x${r.seqLen} ${view}`, value: r.tokensPerSec, unit: "tok/s", limit: H200.torchStepFp32TokS, limitName: "PyTorch fp32" });
-        rows.push({ name: `  peak memory`, value: r.peakBytes / 2 ** 30, unit: "GiB", limit: 63.5, limitName: "PyTorch fp32", lowerIsBetter: true });
+        rows.push({
+          name: `${experiment} step B${r.batch}x${r.seqLen} ${view}`,
+          value: r.tokensPerSec,
+          unit: "tok/s",
+          limit: H200.torchStepFp32TokS,
+          limitName: "PyTorch fp32",
+        });
+        rows.push({
+          name: `  peak memory`,
+          value: r.peakBytes / 2 ** 30,
+          unit: "GiB",
+          limit: 63.5,
+          limitName: "PyTorch fp32",
+          lowerIsBetter: true,
+        });
       } catch (err) {
         log(`step bench (${view}) failed: ${(err as Error).message}`);
       }

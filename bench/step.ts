@@ -15,6 +15,9 @@ import { paramGroup } from "../optim/groups.ts";
 import { composeConfig } from "../config/mod.ts";
 import { Random } from "../tensor/random.ts";
 import { formatBytes } from "../tensor/errors.ts";
+import { formatProfile } from "../train/progress.ts";
+
+export { formatProfile };
 
 export interface StepBenchResult {
   experiment: string;
@@ -53,12 +56,25 @@ export async function benchStep(
   const L = opts.seqLen ?? Number(cfg.datamodule.max_length);
   const B = opts.batch ?? Number(cfg.datamodule.batch_size);
   const mc = modelConfigFromCfg(cfg.model.config as Record<string, unknown>, L);
-  const grouping = (cfg.train as Record<string, unknown>).optimizer_param_grouping as Record<string, unknown>;
+  const grouping = (cfg.train as Record<string, unknown>).optimizer_param_grouping as Record<
+    string,
+    unknown
+  >;
   const t0 = performance.now();
-  const model = BasedLM.create(e, mc, { seed: 1111, groupOf: (n, k) => paramGroup(n, k, grouping) });
-  log(`step bench: ${experiment} (${model.store.count.toLocaleString("en-US")} parameters, view ${opts.view ?? mc.layers.find((l) => l.kind === "linear")?.view ?? "-"}), batch ${B} x ${L}; init ${((performance.now() - t0) / 1000).toFixed(1)} s`);
+  const model = BasedLM.create(e, mc, {
+    seed: 1111,
+    groupOf: (n, k) => paramGroup(n, k, grouping),
+  });
+  log(
+    `step bench: ${experiment} (${model.store.count.toLocaleString("en-US")} parameters, view ${
+      opts.view ?? mc.layers.find((l) => l.kind === "linear")?.view ?? "-"
+    }), batch ${B} x ${L}; init ${((performance.now() - t0) / 1000).toFixed(1)} s`,
+  );
   const opt = cfg.train.optimizer as Record<string, unknown>;
-  const adam = new AdamW(model.store, { decay: { weightDecay: Number(opt.weight_decay ?? 0.1) }, no_decay: { weightDecay: 0 } }, {
+  const adam = new AdamW(model.store, {
+    decay: { weightDecay: Number(opt.weight_decay ?? 0.1) },
+    no_decay: { weightDecay: 0 },
+  }, {
     lr: Number(opt.lr ?? 8e-4),
     betas: (opt.betas as [number, number]) ?? [0.9, 0.95],
     eps: 1e-8,
@@ -74,7 +90,13 @@ export async function benchStep(
       x.set(ids.subarray(b * (L + 1), b * (L + 1) + L), b * L);
       y.set(ids.subarray(b * (L + 1) + 1, b * (L + 1) + L + 1), b * L);
     }
-    return { ids: e.tensor(x, [B, L], "i32"), hostIds: x, labels: e.tensor(y, [B, L], "i32"), B, L };
+    return {
+      ids: e.tensor(x, [B, L], "i32"),
+      hostIds: x,
+      labels: e.tensor(y, [B, L], "i32"),
+      B,
+      L,
+    };
   };
   const batches = [makeBatch(), makeBatch()];
   let lossT = null as ReturnType<typeof model.loss> | null;
@@ -121,7 +143,15 @@ export async function benchStep(
     loss,
     profile,
   };
-  log(`step: ${ms.toFixed(1)} ms, ${Math.round(result.tokensPerSec).toLocaleString("en-US")} tokens/s, loss ${loss.toFixed(4)}, peak ${formatBytes(result.peakBytes)} (tensors ${formatBytes(stats.peak)} + parameters/optimizer ${formatBytes(arenaBytes)}; pool reserved ${formatBytes(stats.reserved)})`);
+  log(
+    `step: ${ms.toFixed(1)} ms, ${
+      Math.round(result.tokensPerSec).toLocaleString("en-US")
+    } tokens/s, loss ${loss.toFixed(4)}, peak ${formatBytes(result.peakBytes)} (tensors ${
+      formatBytes(stats.peak)
+    } + parameters/optimizer ${formatBytes(arenaBytes)}; pool reserved ${
+      formatBytes(stats.reserved)
+    })`,
+  );
   if (profile) log(formatProfile(profile));
   lossT?.dispose();
   for (const b of batches) {
@@ -133,13 +163,4 @@ export async function benchStep(
   model.store.destroy();
   e.pool.trim();
   return result;
-}
-
-export function formatProfile(p: { kernel: string; count: number; ms: number }[]): string {
-  const total = p.reduce((s, r) => s + r.ms, 0);
-  const lines = [`profile of one step (GPU time per kernel kind; ${total.toFixed(1)} ms in ${p.reduce((s, r) => s + r.count, 0)} dispatches, each timed in its own pass):`];
-  for (const r of p) {
-    lines.push(`  ${r.kernel.padEnd(40)} ${String(r.count).padStart(5)} x  ${r.ms.toFixed(2).padStart(9)} ms  ${((100 * r.ms) / total).toFixed(1).padStart(5)}%`);
-  }
-  return lines.join("\n");
 }

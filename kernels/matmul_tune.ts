@@ -21,7 +21,10 @@ export function tuningPath(e: Engine): string {
     `${e.limits.maxComputeWorkgroupStorageSize}|${e.limits.maxComputeInvocationsPerWorkgroup}`;
   let h = 0x811c9dc5;
   for (let i = 0; i < id.length; i++) h = Math.imul(h ^ id.charCodeAt(i), 0x01000193) >>> 0;
-  const slug = e.info.name.toLowerCase().replace(/[^a-z0-9]+/g, "-").replace(/^-|-$/g, "").slice(0, 40);
+  const slug = e.info.name.toLowerCase().replace(/[^a-z0-9]+/g, "-").replace(/^-|-$/g, "").slice(
+    0,
+    40,
+  );
   return join(cacheDir(), `matmul-${slug}-${h.toString(16).padStart(8, "0")}.json`);
 }
 
@@ -45,7 +48,16 @@ export async function saveTuningCache(e: Engine): Promise<string> {
   const tmp = `${path}.tmp-${Deno.pid}`;
   await Deno.writeTextFile(
     tmp,
-    JSON.stringify({ adapter: e.info.name, backend: e.info.backend, date: new Date().toISOString(), table: matmulTuning() }, null, 1),
+    JSON.stringify(
+      {
+        adapter: e.info.name,
+        backend: e.info.backend,
+        date: new Date().toISOString(),
+        table: matmulTuning(),
+      },
+      null,
+      1,
+    ),
   );
   await Deno.rename(tmp, path);
   return path;

@@ -6,7 +6,7 @@
  */
 import type { Engine } from "../tensor/engine.ts";
 import { ParamStore } from "../tensor/params.ts";
-import type { Tensor } from "../tensor/tensor.ts";
+import { type Tensor, tidy } from "../tensor/tensor.ts";
 import type { BasedConfig } from "./config.ts";
 import { declareParams, initValues, type ModuleKind, type ParamDecl } from "./params.ts";
 import { addRmsNorm } from "../kernels/rmsnorm.ts";
@@ -87,19 +87,32 @@ export class BasedLM {
     let residual: Tensor | null = null;
     for (let i = 0; i < c.nLayer; i++) {
       const pre = `transformer.layers.${i}`;
-      const [r, x] = addRmsNorm(h, residual, this.p(`${pre}.norm1.weight`), c.normEps);
-      this.#trace(`layers.${i}.mixer_in`, x);
-      const a = mixerForward(c.layers[i], (n) => this.p(`${pre}.mixer.${n}`), x, B, L, c);
-      this.#trace(`layers.${i}.mixer_out`, a);
-      const [r2, x2] = addRmsNorm(a, r, this.p(`${pre}.norm2.weight`), c.normEps);
-      this.#trace(`layers.${i}.mlp_in`, x2);
-      h = mlpForward((n) => this.p(`${pre}.mlp.${n}`), x2, c.mlpHidden);
-      this.#trace(`layers.${i}.mlp_out`, h);
-      residual = r2;
+      // one scope per block: intermediates that no backward saved are freed
+      // here, not at the end of the step (the tape holds its own references)
+      const [hNext, rNext] = tidy(() => {
+        const [r, x] = addRmsNorm(h, residual, this.p(`${pre}.norm1.weight`), c.normEps);
+        this.#trace(`layers.${i}.mixer_in`, x);
+        const a = mixerForward(c.layers[i], (n) => this.p(`${pre}.mixer.${n}`), x, B, L, c);
+        this.#trace(`layers.${i}.mixer_out`, a);
+        const [r2, x2] = addRmsNorm(a, r, this.p(`${pre}.norm2.weight`), c.normEps);
+        this.#trace(`layers.${i}.mlp_in`, x2);
+        const out = mlpForward((n) => this.p(`${pre}.mlp.${n}`), x2, c.mlpHidden);
+        this.#trace(`layers.${i}.mlp_out`, out);
+        return [out, r2];
+      });
+      h.dispose();
+      residual?.dispose();
+      h = hNext;
+      residual = rNext;
     }
-    const [, y] = addRmsNorm(h, residual, this.p("transformer.ln_f.weight"), c.normEps);
-    this.#trace("ln_f_out", y);
-    return reshape(y, [B * L, c.nEmbd]);
+    const y = tidy(() => {
+      const [, y] = addRmsNorm(h, residual, this.p("transformer.ln_f.weight"), c.normEps);
+      this.#trace("ln_f_out", y);
+      return reshape(y, [B * L, c.nEmbd]);
+    });
+    h.dispose();
+    residual?.dispose();
+    return y;
   }
 
   /** Mean token cross-entropy (spec §4.1). Training: see lmHeadLoss for gradScale. */

@@ -3,5 +3,9 @@ import { composeConfig, type Config, dirSource } from "../config/mod.ts";
 
 export async function loadConfig(overrides: string[], configDir?: string): Promise<Config> {
   const sources = configDir ? [await dirSource(configDir)] : [];
-  return composeConfig(overrides, { extraSources: sources, cwd: Deno.cwd(), env: Deno.env.toObject() });
+  return composeConfig(overrides, {
+    extraSources: sources,
+    cwd: Deno.cwd(),
+    env: Deno.env.toObject(),
+  });
 }

@@ -25,14 +25,21 @@ export interface GenerateOptions {
 }
 
 /** Index of the sampled token from logits (host). */
-export function sample(logits: Float32Array, vocab: number, o: { temperature: number; topK: number }, rng: Random): number {
+export function sample(
+  logits: Float32Array,
+  vocab: number,
+  o: { temperature: number; topK: number },
+  rng: Random,
+): number {
   if (o.temperature <= 0) {
     let best = 0;
     for (let i = 1; i < vocab; i++) if (logits[i] > logits[best]) best = i;
     return best;
   }
   let idx = [...Array(vocab).keys()];
-  if (o.topK > 0 && o.topK < vocab) idx = idx.sort((a, b) => logits[b] - logits[a]).slice(0, o.topK);
+  if (o.topK > 0 && o.topK < vocab) {
+    idx = idx.sort((a, b) => logits[b] - logits[a]).slice(0, o.topK);
+  }
   let mx = -Infinity;
   for (const i of idx) mx = Math.max(mx, logits[i]);
   const w = idx.map((i) => Math.exp((logits[i] - mx) / o.temperature));
@@ -45,7 +52,11 @@ export function sample(logits: Float32Array, vocab: number, o: { temperature: nu
   return idx[idx.length - 1];
 }
 
-export async function generate(e: Engine, model: BasedLM, o: GenerateOptions): Promise<{ ids: number[]; text: string }> {
+export async function generate(
+  e: Engine,
+  model: BasedLM,
+  o: GenerateOptions,
+): Promise<{ ids: number[]; text: string }> {
   const ids = encode(o.prompt);
   if (ids.length === 0) ids.push(EOS);
   const out: number[] = [];

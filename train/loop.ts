@@ -10,9 +10,9 @@ import { join, resolve } from "node:path";
 import { type Engine, initEngine } from "../tensor/engine.ts";
 import { BasedError, formatBytes } from "../tensor/errors.ts";
 import { backward, clearTape, noGrad } from "../tensor/tape.ts";
-import { tidy, type Tensor } from "../tensor/tensor.ts";
+import { type Tensor, tidy } from "../tensor/tensor.ts";
 import { accumulate, fill } from "../kernels/elementwise.ts";
-import { type Batch, BasedLM } from "../model/based.ts";
+import { BasedLM, type Batch } from "../model/based.ts";
 import { modelConfigFromCfg } from "../model/config.ts";
 import { AdamW } from "../optim/adamw.ts";
 import { GradClip } from "../optim/clip.ts";
@@ -23,7 +23,7 @@ import { loadDataModule } from "../data/datamodule.ts";
 import { type LMDataset, TrainSampler } from "../data/lm_dataset.ts";
 import { ensureWritableDir, latestCheckpoint, saveCheckpoint } from "./checkpoint.ts";
 import { MetricsLog, writePlots } from "./metrics.ts";
-import { Progress, stepLine } from "./progress.ts";
+import { formatProfile, Progress, stepLine } from "./progress.ts";
 import { readSettings, type TrainSettings } from "./settings.ts";
 import { DataParallel } from "../parallel/data_parallel.ts";
 
@@ -45,7 +45,12 @@ export interface TrainResult {
 }
 
 /** Uploads a batch's token ids and labels. */
-function uploadBatch(e: Engine, ds: LMDataset, indices: number[], L: number): Batch & { labels: Tensor } {
+function uploadBatch(
+  e: Engine,
+  ds: LMDataset,
+  indices: number[],
+  L: number,
+): Batch & { labels: Tensor } {
   const { inputs, labels } = ds.batch(indices);
   const B = indices.length;
   return {
@@ -103,21 +108,34 @@ export async function train(cfg: Config, opts: TrainOptions = {}): Promise<Train
   const dm = await loadDataModule(cfg.datamodule as Record<string, unknown>, { cwd, log });
   if (staged && root) await dp.barrier();
   const L = S.maxLength;
-  if (dm.train.length < 1) throw new BasedError("the training split is shorter than one sequence", "use a larger corpus or a smaller datamodule.max_length");
+  if (dm.train.length < 1) {
+    throw new BasedError(
+      "the training split is shorter than one sequence",
+      "use a larger corpus or a smaller datamodule.max_length",
+    );
+  }
 
   // ---- model and optimizer
   const mc = modelConfigFromCfg(S.modelConfig, L);
-  const groupOf = (name: string, kind: Parameters<typeof paramGroup>[1]) => paramGroup(name, kind, S.grouping);
+  const groupOf = (name: string, kind: Parameters<typeof paramGroup>[1]) =>
+    paramGroup(name, kind, S.grouping);
   const model = BasedLM.create(e, mc, { seed: S.seed, groupOf });
-  log(`model: ${model.store.count.toLocaleString("en-US")} parameters, ${mc.nLayer} layers ` +
-    `(${mc.layers.map((l) => l.kind[0]).join("")}), vocabulary ${mc.vocabPadded}`);
+  log(
+    `model: ${model.store.count.toLocaleString("en-US")} parameters, ${mc.nLayer} layers ` +
+      `(${mc.layers.map((l) => l.kind[0]).join("")}), vocabulary ${mc.vocabPadded}`,
+  );
   const adam = new AdamW(model.store, {
     decay: { weightDecay: S.weightDecay },
     no_decay: { weightDecay: 0 },
   }, { lr: S.lr, betas: S.betas, eps: S.eps });
   const clip = new GradClip(model.store, S.clipNorm);
   const sched = scheduleFromConfig(S.scheduler, S.lr);
-  const sampler = new TrainSampler(dm.train.length, { seed: S.dataSeed, batchSize: S.batchSize, worldSize: world, rank: dp?.rank ?? 0 });
+  const sampler = new TrainSampler(dm.train.length, {
+    seed: S.dataSeed,
+    batchSize: S.batchSize,
+    worldSize: world,
+    rank: dp?.rank ?? 0,
+  });
 
   // ---- run directory, checkpoints
   if (root) {
@@ -144,22 +162,25 @@ export async function train(cfg: Config, opts: TrainOptions = {}): Promise<Train
   await dp?.broadcastParams(model.store); // ddp: every rank starts from rank 0's weights
 
   // ---- loop
-  const T = S.batchSize * L;
-  const gradScale = 1 / (T * S.accumulate);
   const lossSum = e.empty([1]);
   const progress = new Progress(S.maxSteps, step, { quiet: S.quiet || !root });
   if (!root) progress.log = () => {}; // ddp: other ranks are quiet
   let tLog = performance.now(), stepsSinceLog = 0, tokensSinceLog = 0;
+  const startStep = step;
   const stopAt = opts.stopAfter !== undefined ? step + opts.stopAfter : Infinity;
   try {
     while (step < S.maxSteps && step < stopAt) {
       const lr = lrAt(step, sched); // optimizer step s = step + 1 uses f(s − 1)
+      // +profile=true: the second step of this process is timed per kernel kind
+      const profiling = S.profile && step === startStep + 1 && e.hasTimestamps;
+      if (profiling) e.startTiming();
       model.store.zeroGrads();
       fill(lossSum, 0);
       for (let m = 0; m < S.accumulate; m++) {
         const b = uploadBatch(e, dm.train, sampler.next(), L);
         tidy(() => {
-          const loss = model.loss(b, { gradScale: gradScale * b.B * L / T });
+          // each micro-batch's loss is its token mean, backpropagated / accumulate (spec §4.1)
+          const loss = model.loss(b, { gradScale: 1 / (b.B * L * S.accumulate) });
           backward(loss);
           accumulate(lossSum, loss);
         });
@@ -171,6 +192,16 @@ export async function train(cfg: Config, opts: TrainOptions = {}): Promise<Train
       if (dp) await dp.allreduceGrads(model.store); // ddp: mean of the ranks' gradients
       clip.compute();
       adam.step(lr, { clip });
+      if (profiling) {
+        const prof = await e.stopTiming();
+        progress.log(
+          formatProfile(
+            [...prof.entries()].map(([kernel, r]) => ({ kernel, ...r })).sort((a, b) =>
+              b.ms - a.ms
+            ),
+          ),
+        );
+      }
       step++;
       stepsSinceLog++;
       const logNow = step % S.logEvery === 0 || step === S.maxSteps || step === 1;
@@ -184,7 +215,19 @@ export async function train(cfg: Config, opts: TrainOptions = {}): Promise<Train
         const info = { step, total: S.maxSteps, loss, lr, gradNorm: norm, ms, tokPerSec: tps };
         progress.log(stepLine(info));
         progress.update(info);
-        if (root) await metrics.append({ split: "train", step, loss, ppl: Math.exp(loss), lr, grad_norm: norm, ms_per_step: ms, tokens_per_s: tps, tokens: tokensSeen });
+        if (root) {
+          await metrics.append({
+            split: "train",
+            step,
+            loss,
+            ppl: Math.exp(loss),
+            lr,
+            grad_norm: norm,
+            ms_per_step: ms,
+            tokens_per_s: tps,
+            tokens: tokensSeen,
+          });
+        }
         if (!Number.isFinite(loss) || await clip.nonFinite()) {
           throw new BasedError(
             `the loss became ${loss} at step ${step} (non-finite gradients: the update was skipped)`,
@@ -196,9 +239,17 @@ export async function train(cfg: Config, opts: TrainOptions = {}): Promise<Train
         tokensSinceLog = 0;
       }
       if (root && S.valEvery > 0 && step % S.valEvery === 0) {
-        const r = await evaluate(e, model, dm.validation, { batchSize: S.batchSizeEval, limitBatches: S.limitValBatches, seqLen: L });
+        const r = await evaluate(e, model, dm.validation, {
+          batchSize: S.batchSizeEval,
+          limitBatches: S.limitValBatches,
+          seqLen: L,
+        });
         val.push({ step, loss: r.loss, ppl: r.ppl });
-        progress.log(`val   step ${step} | loss ${r.loss.toFixed(6)} | ppl ${r.ppl.toFixed(3)} | ${r.tokens} tokens`);
+        progress.log(
+          `val   step ${step} | loss ${r.loss.toFixed(6)} | ppl ${
+            r.ppl.toFixed(3)
+          } | ${r.tokens} tokens`,
+        );
         await metrics.append({ split: "val", step, loss: r.loss, ppl: r.ppl, tokens: r.tokens });
         await writePlots(S.runDir);
         tLog = performance.now();
@@ -216,7 +267,11 @@ export async function train(cfg: Config, opts: TrainOptions = {}): Promise<Train
   }
   let test: TrainResult["test"];
   if (root && step >= S.maxSteps && S.doTest) {
-    const r = await evaluate(e, model, dm.test, { batchSize: S.batchSizeEval, limitBatches: S.limitTestBatches, seqLen: L });
+    const r = await evaluate(e, model, dm.test, {
+      batchSize: S.batchSizeEval,
+      limitBatches: S.limitTestBatches,
+      seqLen: L,
+    });
     test = { loss: r.loss, ppl: r.ppl };
     log(`test  loss ${r.loss.toFixed(6)} | ppl ${r.ppl.toFixed(3)} | ${r.tokens} tokens`);
     await metrics.append({ split: "test", step, loss: r.loss, ppl: r.ppl, tokens: r.tokens });
@@ -225,7 +280,11 @@ export async function train(cfg: Config, opts: TrainOptions = {}): Promise<Train
   try {
     await writePlots(S.runDir);
   } catch { /* no metrics yet */ }
-  log(`peak GPU memory in tensors: ${formatBytes(e.stats().peak)}; run directory ${resolve(S.runDir)}`);
+  log(
+    `peak GPU memory in tensors: ${formatBytes(e.stats().peak)}; run directory ${
+      resolve(S.runDir)
+    }`,
+  );
   model.store.destroy();
   adam.destroy?.();
   await dp?.finalize(); // ddp

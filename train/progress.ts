@@ -17,13 +17,21 @@ export interface StepInfo {
 function fmtEta(s: number): string {
   if (!Number.isFinite(s) || s < 0) return "?";
   const h = Math.floor(s / 3600), m = Math.floor((s % 3600) / 60), sec = Math.floor(s % 60);
-  return h ? `${h}h${String(m).padStart(2, "0")}m` : m ? `${m}m${String(sec).padStart(2, "0")}s` : `${sec}s`;
+  return h
+    ? `${h}h${String(m).padStart(2, "0")}m`
+    : m
+    ? `${m}m${String(sec).padStart(2, "0")}s`
+    : `${sec}s`;
 }
 
 export function stepLine(i: StepInfo): string {
   const w = String(i.total).length;
-  return `step ${String(i.step).padStart(w)}/${i.total} | loss ${i.loss.toFixed(6)} | lr ${i.lr.toExponential(2)} | ` +
-    `norm ${i.gradNorm.toFixed(4)} | ${i.ms.toFixed(1)} ms | ${Math.round(i.tokPerSec).toLocaleString("en-US")} tok/s`;
+  return `step ${String(i.step).padStart(w)}/${i.total} | loss ${i.loss.toFixed(6)} | lr ${
+    i.lr.toExponential(2)
+  } | ` +
+    `norm ${i.gradNorm.toFixed(4)} | ${i.ms.toFixed(1)} ms | ${
+      Math.round(i.tokPerSec).toLocaleString("en-US")
+    } tok/s`;
 }
 
 export class Progress {
@@ -72,4 +80,22 @@ export class Progress {
     this.#bar?.stop();
     this.#bar = null;
   }
+}
+
+/** The per-kernel-kind table of a profiled step. */
+export function formatProfile(p: { kernel: string; count: number; ms: number }[]): string {
+  const total = p.reduce((s, r) => s + r.ms, 0);
+  const lines = [
+    `profile of one step (GPU time per kernel kind; ${total.toFixed(1)} ms in ${
+      p.reduce((s, r) => s + r.count, 0)
+    } dispatches, each timed in its own pass):`,
+  ];
+  for (const r of p) {
+    lines.push(
+      `  ${r.kernel.padEnd(40)} ${String(r.count).padStart(5)} x  ${
+        r.ms.toFixed(2).padStart(9)
+      } ms  ${((100 * r.ms) / total).toFixed(1).padStart(5)}%`,
+    );
+  }
+  return lines.join("\n");
 }

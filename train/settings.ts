@@ -36,6 +36,8 @@ export interface TrainSettings {
   clipNorm: number;
   modelConfig: Record<string, unknown>;
   quiet: boolean;
+  /** +profile=true: GPU time per kernel kind of one step */
+  profile: boolean;
   precision: string;
 }
 
@@ -56,7 +58,9 @@ function num(cfg: Obj, path: string, def?: number): number {
     if (def === undefined) throw new BasedError(`config key ${path} is required`);
     return def;
   }
-  if (typeof v !== "number" || Number.isNaN(v)) throw new BasedError(`config key ${path} must be a number, got ${JSON.stringify(v)}`);
+  if (typeof v !== "number" || Number.isNaN(v)) {
+    throw new BasedError(`config key ${path} must be a number, got ${JSON.stringify(v)}`);
+  }
   return v;
 }
 
@@ -74,7 +78,9 @@ function obj(cfg: Obj, path: string): Obj {
 /** Lightning's limit_*_batches: 1.0 = all, other floats a fraction, ints a count. */
 function limitBatches(v: unknown, total: number | undefined): number | undefined {
   if (v === undefined || v === null || v === 1 || v === 1.0) return undefined;
-  if (typeof v !== "number" || v < 0) throw new BasedError(`limit batches must be a number ≥ 0, got ${JSON.stringify(v)}`);
+  if (typeof v !== "number" || v < 0) {
+    throw new BasedError(`limit batches must be a number ≥ 0, got ${JSON.stringify(v)}`);
+  }
   if (Number.isInteger(v) && v > 1) return v;
   return total === undefined ? undefined : Math.max(1, Math.floor(v * total));
 }
@@ -82,10 +88,14 @@ function limitBatches(v: unknown, total: number | undefined): number | undefined
 export function readSettings(cfg: Config, cwd: string): TrainSettings {
   const c = cfg as Obj;
   const accumulate = int(c, "trainer.accumulate_grad_batches", 1);
-  if (accumulate < 1) throw new BasedError(`trainer.accumulate_grad_batches must be ≥ 1, got ${accumulate}`);
+  if (accumulate < 1) {
+    throw new BasedError(`trainer.accumulate_grad_batches must be ≥ 1, got ${accumulate}`);
+  }
   const vci = num(c, "trainer.val_check_interval", 1.0);
   // counted in micro-batches (spec §4.5); fractions of an epoch are resolved by the loop's caller
-  const valEvery = Number.isInteger(vci) && vci >= 1 ? Math.max(1, Math.round(vci / accumulate)) : 0;
+  const valEvery = Number.isInteger(vci) && vci >= 1
+    ? Math.max(1, Math.round(vci / accumulate))
+    : 0;
   const seed = at(c, "seed");
   const dirpath = at(c, "callbacks.model_checkpoint.dirpath");
   const name = String(at(c, "name") ?? "run");
@@ -93,7 +103,9 @@ export function readSettings(cfg: Config, cwd: string): TrainSettings {
   const runDirCfg = at(c, "hydra.run.dir");
   const betas = at(c, "train.optimizer.betas") ?? [0.9, 0.999];
   if (!Array.isArray(betas) || betas.length !== 2 || !betas.every((b) => typeof b === "number")) {
-    throw new BasedError(`train.optimizer.betas must be a list of two numbers, got ${JSON.stringify(betas)}`);
+    throw new BasedError(
+      `train.optimizer.betas must be a list of two numbers, got ${JSON.stringify(betas)}`,
+    );
   }
   const clip = at(c, "trainer.gradient_clip_val");
   const topK = int(c, "callbacks.model_checkpoint.save_top_k", 1);
@@ -112,8 +124,14 @@ export function readSettings(cfg: Config, cwd: string): TrainSettings {
     logEvery: Math.max(1, int(c, "trainer.log_every_n_steps", 50)),
     ckptEvery: int(c, "callbacks.model_checkpoint.every_n_train_steps", 0),
     keepCheckpoints: Math.max(2, topK + 1),
-    checkpointDir: resolve(cwd, typeof dirpath === "string" && dirpath ? dirpath : join("checkpoints", name)),
-    runDir: resolve(cwd, typeof runDirCfg === "string" && runDirCfg ? runDirCfg : join("logs", "runs", name, stamp)),
+    checkpointDir: resolve(
+      cwd,
+      typeof dirpath === "string" && dirpath ? dirpath : join("checkpoints", name),
+    ),
+    runDir: resolve(
+      cwd,
+      typeof runDirCfg === "string" && runDirCfg ? runDirCfg : join("logs", "runs", name, stamp),
+    ),
     resume: Boolean(at(c, "resume")),
     doTest: Boolean(at(c, "do_test") ?? true) && Boolean(at(c, "test_after_training") ?? true),
     lr: num(c, "train.optimizer.lr"),
@@ -121,10 +139,13 @@ export function readSettings(cfg: Config, cwd: string): TrainSettings {
     eps: num(c, "train.optimizer.eps", 1e-8),
     weightDecay: num(c, "train.optimizer.weight_decay", 0),
     scheduler: obj(c, "train.scheduler"),
-    grouping: at(c, "train.optimizer_param_grouping") == null ? null : obj(c, "train.optimizer_param_grouping"),
+    grouping: at(c, "train.optimizer_param_grouping") == null
+      ? null
+      : obj(c, "train.optimizer_param_grouping"),
     clipNorm: typeof clip === "number" && clip > 0 ? clip : Infinity,
     modelConfig: obj(c, "model.config"),
     quiet: Boolean(at(c, "quiet")),
+    profile: Boolean(at(c, "profile")),
     precision: String(at(c, "trainer.precision") ?? "32"),
   };
 }
