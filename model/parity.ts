@@ -689,7 +689,7 @@ export async function runParity(
   }
   if (fx.has("la_module.x")) {
     const info = (fx.manifest.info.linear_attention?.la_module ?? {}) as Record<string, number>;
-    const [B, L, d] = fx.shape("la_module.x");
+    const [B, L] = fx.shape("la_module.x");
     const F = info.F ?? 16;
     const H = info.H ?? fx.shape("la_module.proj_q.weight")[0] / F;
     for (const v of views) {

@@ -7,7 +7,7 @@ import type { Engine } from "../tensor/engine.ts";
 import { noGrad } from "../tensor/tape.ts";
 import { tidy } from "../tensor/tensor.ts";
 import { narrow } from "../kernels/layout.ts";
-import { BasedLM, EMBEDDING } from "../model/based.ts";
+import { type BasedLM, EMBEDDING } from "../model/based.ts";
 import { lmHeadLogits } from "../model/lm_head.ts";
 import { Random } from "../tensor/random.ts";
 import { decode, encode, EOS, TokenStreamDecoder } from "../data/tokenizer.ts";
