@@ -169,6 +169,11 @@ export async function timeGemm(
       1,
       Math.min(100, Math.ceil((opts.targetMs ?? 25) / Math.max(one, 1e-3))),
     );
+    // keep the GPU busy for ~100 ms right before timing: an idle GPU runs at
+    // low clocks (seen on the H200: the first shapes of a run measured 2-4x
+    // slower), so short timed batches after compiles or readbacks mislead
+    const warm = Math.min(2000, Math.ceil(100 / Math.max(one, 1e-3)));
+    for (let i = 0; i < warm; i++) call();
     const times: number[] = [];
     for (let r = 0; r < (opts.repeats ?? 5); r++) {
       const ms = await e.measure(() => {
