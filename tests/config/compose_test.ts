@@ -173,7 +173,7 @@ Deno.test("config/compose: an extra source overrides and extends the bundle", ()
   eq(at(cfg, "datamodule.mine"), true);
   eq(at(cfg, "datamodule.max_length"), 128); // the experiment's own keys come later
   eq(at(cfg, "trainer.min_epochs"), 7);
-  eq(at(cfg, "trainer.log_every_n_steps"), 10); // from the experiment; the user's trainer lacks it
+  eq(at(cfg, "trainer.log_every_n_steps"), 5); // from the experiment; the user's trainer lacks it
   eq(at(cfg, "trainer.num_sanity_val_steps"), undefined); // the built-in trainer/default is shadowed
 });
 
