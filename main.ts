@@ -128,7 +128,7 @@ program.command("generate")
 
 program.command("bench")
   .description("benchmarks: measured figure, the limit it is compared with, and the ratio")
-  .option("--only <names>", "comma-separated subset: copy,matmul,attention,optim,step")
+  .option("--only <names>", "comma-separated subset: copy,matmul,attention,bandwidth,optim,step")
   .option("--quick", "small sizes (CPU adapters)")
   .option("--out <dir>", "write bench.json (and plots) into this directory")
   .option("--tune", "autotune matmul tile configs for this adapter first (cached per adapter)")

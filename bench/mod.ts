@@ -11,6 +11,7 @@ import { type BenchRow, formatRows, H200 } from "./report.ts";
 import { benchMatmul, defaultMatmulSizes, tuneMatmul } from "./matmul.ts";
 import { benchAttention, benchSlidingWindow } from "./attention.ts";
 import { benchOptim } from "./optim.ts";
+import { benchBandwidth } from "./bandwidth.ts";
 import { benchStep } from "./step.ts";
 import { configName, matmulConfigs, matmulKey, setMatmulConfig } from "../kernels/matmul.ts";
 import { loadTuningCache, saveTuningCache } from "../kernels/matmul_tune.ts";
@@ -209,6 +210,20 @@ export async function runBench(opts: BenchOptions): Promise<void> {
       });
       await Deno.writeTextFile(join(opts.out, "attention_forward.svg"), svgF);
     }
+  }
+  if (want("bandwidth")) {
+    const r = await benchBandwidth(e, { quick });
+    results.bandwidth = r;
+    for (const b of r) {
+      rows.push({
+        name: b.name,
+        value: b.tbps,
+        unit: "TB/s",
+        limit: H200.copyTBps,
+        limitName: "copy",
+      });
+    }
+    flush();
   }
   if (want("optim")) {
     const r = await benchOptim(e, { params: quick ? 4_000_000 : undefined });

@@ -3,13 +3,15 @@ import * as ew from "../../kernels/elementwise.ts";
 import * as ref from "../../kernels/elementwise_ref.ts";
 import { backward } from "../../tensor/tape.ts";
 import { tidy } from "../../tensor/tensor.ts";
+import type { Engine } from "../../tensor/engine.ts";
 import { assertClose, checkFiniteDiff, dot, gpuTest, param, readF64, Rng } from "../helpers.ts";
 
 // f32 elementwise math: one rounding per op, plus exp() in silu (WGSL exp is
 // accurate to ~2 ulp on these backends): 1e-6 relative + 1e-7 absolute is
 // ~10 ulp of the values (|x| <= 4) used here.
 const TOL = { atol: 1e-7, rtol: 1e-6 };
-const N = 1000 + 37; // not a multiple of the workgroup
+const N = 1000 + 37; // not a multiple of the workgroup (nor of 4: the scalar kernels)
+const N4 = 4 * 263; // a multiple of 4 (the vec4 kernels), not of the workgroup
 
 Deno.test("elementwise ref: silu / swiglu gradients match finite differences", () => {
   const rng = new Rng(1);
@@ -20,7 +22,16 @@ Deno.test("elementwise ref: silu / swiglu gradients match finite differences", (
   checkFiniteDiff("swiglu dg", () => dot(ref.swiglu(u, x), dy), x, gg);
 });
 
-gpuTest("elementwise: add/sub/mul/scale/axpy forward and backward vs reference", async (e) => {
+for (const n of [N, N4]) {
+  gpuTest(
+    `elementwise: add/sub/mul/scale/axpy forward and backward vs reference (n=${n})`,
+    async (e) => {
+      await arith(e, n);
+    },
+  );
+}
+
+async function arith(e: Engine, N: number) {
   const rng = new Rng(2);
   const a = rng.randn(N), b = rng.randn(N), dy = rng.randn(N);
   for (
@@ -59,9 +70,15 @@ gpuTest("elementwise: add/sub/mul/scale/axpy forward and backward vs reference",
     assertClose(`${name} grad b`, await readF64(tb.grad!), gb, TOL);
     for (const t of [ta, tb, tdy, y, ta.grad!, tb.grad!]) t.dispose();
   }
-});
+}
 
-gpuTest("elementwise: silu and swiglu forward and backward vs reference", async (e) => {
+for (const n of [N, N4]) {
+  gpuTest(`elementwise: silu and swiglu forward and backward vs reference (n=${n})`, async (e) => {
+    await siluSwiglu(e, n);
+  });
+}
+
+async function siluSwiglu(e: Engine, N: number) {
   const rng = new Rng(3);
   const u = rng.randn(N, 2), g = rng.randn(N, 2), dy = rng.randn(N);
   const tu = param(e, u, [N]), tg = param(e, g, [N]), tdy = e.tensor(Float32Array.from(dy), [N]);
@@ -76,7 +93,7 @@ gpuTest("elementwise: silu and swiglu forward and backward vs reference", async 
   assertClose("silu forward", await readF64(s), ref.silu(g), TOL);
   backward(s, tdy);
   assertClose("silu grad", await readF64(tg.grad!), ref.siluBackward(g, dy), TOL);
-});
+}
 
 gpuTest("tape: gradients of a reused tensor are summed; pool returns to its level", async (e) => {
   const rng = new Rng(4);
