@@ -45,7 +45,7 @@ const ALIGN = 64; // elements (256 bytes: minStorageBufferOffsetAlignment)
 
 export class ParamStore {
   readonly params: Param[] = [];
-  readonly byName = new Map<string, Param>();
+  readonly byName: Map<string, Param> = new Map();
   readonly values: GPUBuffer[] = [];
   readonly grads: GPUBuffer[] = [];
   /** element count of each chunk (padded) */

@@ -38,7 +38,7 @@ export class BufferPool {
   #buffers = 0;
   #allocations = 0;
   #nextId = 1;
-  readonly ids = new WeakMap<GPUBuffer, number>();
+  readonly ids: WeakMap<GPUBuffer, number> = new WeakMap();
 
   constructor(
     readonly device: GPUDevice,
