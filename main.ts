@@ -135,6 +135,7 @@ program.command("bench")
   .option("--batch <n>", "batch size of the training-step benchmark")
   .option("--lengths <list>", "sequence lengths of the attention benchmark")
   .option("--profile", "print the time per kernel kind of one training step")
+  .option("--filter <text>", "only matmul shapes whose name contains this (with --tune too)")
   .action(
     async (
       opts: {

@@ -26,6 +26,8 @@ export interface BenchOptions {
   batch?: string;
   lengths?: string;
   profile?: boolean;
+  /** only matmul shapes whose name contains this (tuning and the matmul benchmark) */
+  filter?: string;
 }
 
 /** PyTorch fp32 (no TF32) linear-attention fwd+bwd at B8 H16 (issue 5), ms. */
@@ -39,8 +41,13 @@ const LA_GOAL: Record<string, Record<number, number>> = {
   cumsum: { 2048: 30, 8192: 120 },
 };
 
-async function tune(e: Engine, log: (s: string) => void, quick: boolean): Promise<void> {
-  const sizes = defaultMatmulSizes(e.maxBinding);
+async function tune(
+  e: Engine,
+  log: (s: string) => void,
+  quick: boolean,
+  filter?: string,
+): Promise<void> {
+  const sizes = defaultMatmulSizes(e.maxBinding).filter((s) => !filter || s.name.includes(filter));
   for (const { name, size } of sizes) {
     const [m, n, k] = size;
     if (Math.max(m * k, k * n, m * n) * 4 > e.maxBinding) continue;
@@ -54,6 +61,7 @@ async function tune(e: Engine, log: (s: string) => void, quick: boolean): Promis
         ranked[0].tflops.toFixed(1)
       } TFLOP/s (of ${ranked.length})`,
     );
+    await saveTuningCache(e); // after every shape: an interrupted tuning keeps what it measured
   }
   log(`tuning table: ${await saveTuningCache(e)}`);
 }
@@ -74,7 +82,7 @@ export async function runBench(opts: BenchOptions): Promise<void> {
   log(`adapter: ${e.info.name} (${e.info.backend})${quick ? " [quick sizes]" : ""}`);
   const cached = await loadTuningCache(e);
   if (cached) log(`matmul tuning: ${cached} entries from the cache`);
-  if (opts.tune) await tune(e, log, quick);
+  if (opts.tune) await tune(e, log, quick, opts.filter);
   const flush = () => {
     if (rows.length) log(formatRows(rows.splice(0)));
   };
@@ -95,7 +103,14 @@ export async function runBench(opts: BenchOptions): Promise<void> {
     const sizes = quick
       ? [[256, 256, 256, 0, 0], [256, 256, 256, 0, 1], [256, 256, 256, 1, 0], [256, 256, 256, 1, 1]]
       : undefined;
-    const r = await benchMatmul(e, { sizes });
+    const r = await benchMatmul(e, {
+      sizes: sizes ??
+        (opts.filter
+          ? defaultMatmulSizes(e.maxBinding).filter((s) => s.name.includes(opts.filter!)).map((s) =>
+            s.size
+          )
+          : undefined),
+    });
     results.matmul = r;
     for (const m of r) {
       rows.push({

@@ -211,24 +211,31 @@ export async function loadDataModule(
   const loaded = new Map<Split, LMDataset>();
   const info: DataModuleInfo = { dataset, seqLen, cacheDir, tokens: {}, sequences: {}, origin: {} };
   for (const s of splits) {
+    const sources = await sourcesOf(s);
     const r = await loadOrBuildSplit({
       dir: cacheDir,
       split: s,
       addEos,
       recipe,
-      sources: await sourcesOf(s),
+      sources,
       missing: () => missing(s),
       build: (sources) => build(s, sources),
       log,
     });
     const ds = new LMDataset(r.tokens, seqLen);
     if (ds.length < 1) {
+      // files on disk that hold no text (e.g. an interrupted download): name them
+      const files = (sources ?? []).filter((x) => !x.embedded).map((x) => x.path);
       throw new BasedError(
         r.tokens.length === 0
-          ? `the ${dataset} ${s} split is empty (0 tokens)`
+          ? `the ${dataset} ${s} split is empty (0 tokens${
+            files.length ? ` in ${files.join(", ")}` : ""
+          })`
           : `the ${dataset} ${s} split has ${r.tokens.length} tokens, fewer than max_length + 1 = ` +
             `${seqLen + 1}: not one sequence`,
-        "use a larger corpus or a smaller datamodule.max_length",
+        r.tokens.length === 0 && files.length
+          ? `the files hold no text; ${missing(s).hint ?? "provide the data"}`
+          : "use a larger corpus or a smaller datamodule.max_length",
       );
     }
     loaded.set(s, ds);

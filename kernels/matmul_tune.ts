@@ -6,7 +6,16 @@
  */
 import { join } from "node:path";
 import type { Engine } from "../tensor/engine.ts";
-import { loadMatmulTuning, matmulTuning } from "./matmul.ts";
+import { loadMatmulTuning, type MatmulConfig, matmulTuning } from "./matmul.ts";
+import h200 from "./tuning/nvidia-h200.json" with { type: "json" };
+
+/**
+ * Tables measured on our GPU machines and shipped with the program, by
+ * adapter name (`based bench --tune` on that adapter; BENCHMARKS.md).
+ */
+const BUILTIN: Record<string, { table: Record<string, MatmulConfig> }> = {
+  "NVIDIA H200": h200 as { table: Record<string, MatmulConfig> },
+};
 
 /** The cache folder: BASED_CACHE_DIR, else XDG_CACHE_HOME/based, else ~/.cache/based. */
 export function cacheDir(): string {
@@ -28,18 +37,22 @@ export function tuningPath(e: Engine): string {
   return join(cacheDir(), `matmul-${slug}-${h.toString(16).padStart(8, "0")}.json`);
 }
 
-/** Loads the cached table for this adapter, if any; returns the number of entries. */
+/**
+ * Loads the built-in table for this adapter (if we ship one), then the cached
+ * table of this machine on top; returns the number of entries.
+ */
 export async function loadTuningCache(e: Engine): Promise<number> {
+  const builtin = BUILTIN[e.info.name];
+  if (builtin) loadMatmulTuning(builtin.table);
   try {
     const data = JSON.parse(await Deno.readTextFile(tuningPath(e)));
     if (data && typeof data.table === "object") {
       loadMatmulTuning(data.table);
-      return Object.keys(data.table).length;
     }
   } catch {
     // no cache (or an unreadable one): the built-in selection applies
   }
-  return 0;
+  return Object.keys(matmulTuning()).length;
 }
 
 export async function saveTuningCache(e: Engine): Promise<string> {

@@ -178,3 +178,27 @@ export const SHARED = Deno.env.get("BASED_SHARED_DIR") ??
   new URL("../../shared/", import.meta.url).pathname;
 
 export const FIXTURES = `${SHARED.replace(/\/$/, "")}/fixtures`;
+
+/** Whether the reference fixtures are present (tests that read them are skipped otherwise). */
+export const HAVE_FIXTURES: boolean = (() => {
+  try {
+    Deno.statSync(`${FIXTURES}/manifest.json`);
+    return true;
+  } catch {
+    return false;
+  }
+})();
+
+/** A GPU test that reads the reference fixtures: skipped (and says so) when they are absent. */
+export function fixtureTest(name: string, fn: (e: Engine) => Promise<void> | void): void {
+  Deno.test({
+    name: HAVE_FIXTURES ? name : `${name} (skipped: no fixtures at ${FIXTURES})`,
+    ignore: !HAVE_FIXTURES,
+    sanitizeOps: false,
+    sanitizeResources: false,
+    fn: async () => {
+      const e = await initEngine();
+      await fn(e);
+    },
+  });
+}

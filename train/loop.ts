@@ -24,8 +24,10 @@ import { type LMDataset, TrainSampler } from "../data/lm_dataset.ts";
 import { ensureWritableDir, latestCheckpoint, saveCheckpoint } from "./checkpoint.ts";
 import { MetricsLog, writePlots } from "./metrics.ts";
 import { formatProfile, Progress, stepLine } from "./progress.ts";
+import { loadTuningCache } from "../kernels/matmul_tune.ts";
 import { readSettings, type TrainSettings } from "./settings.ts";
 import { DataParallel } from "../parallel/data_parallel.ts";
+import { bindingLimitError, checkTokenIds, isBindingLimitError } from "./preflight.ts";
 
 export interface TrainOptions {
   cwd?: string;
@@ -100,6 +102,8 @@ export async function train(cfg: Config, opts: TrainOptions = {}): Promise<Train
   const log = root ? opts.log ?? ((s: string) => console.log(s)) : () => {};
   const e = opts.engine ?? await initEngine();
   log(`adapter: ${e.info.name} (${e.info.backend})`);
+  const tuned = await loadTuningCache(e); // matmul tile choices measured on this adapter
+  if (tuned) log(`matmul tuning: ${tuned} shapes`);
 
   // ---- data
   // ddp: with a token cache, rank 0 builds it first and the other ranks then read it
@@ -117,6 +121,7 @@ export async function train(cfg: Config, opts: TrainOptions = {}): Promise<Train
 
   // ---- model and optimizer
   const mc = modelConfigFromCfg(S.modelConfig, L);
+  checkTokenIds(dm, mc.vocabSize, ["train", "validation", "test"]);
   const groupOf = (name: string, kind: Parameters<typeof paramGroup>[1]) =>
     paramGroup(name, kind, S.grouping);
   const model = BasedLM.create(e, mc, { seed: S.seed, groupOf });
@@ -148,6 +153,8 @@ export async function train(cfg: Config, opts: TrainOptions = {}): Promise<Train
   const losses = new Map<number, number>();
   const val: TrainResult["val"] = [];
   let tokensSeen = 0;
+  /** the newest checkpoint of this run (resumed from or written) */
+  let lastCheckpoint: string | null = null;
   if (S.resume) {
     const ck = await latestCheckpoint(S.checkpointDir, log);
     if (ck) {
@@ -156,6 +163,7 @@ export async function train(cfg: Config, opts: TrainOptions = {}): Promise<Train
       sampler.restore(ck.state.data as ReturnType<TrainSampler["state"]>);
       step = ck.state.step;
       tokensSeen = Number(ck.state.tokens ?? 0);
+      lastCheckpoint = ck.dir;
       log(`resumed from ${ck.dir} (step ${step})`);
     } else log(`resume: no complete checkpoint in ${S.checkpointDir}; starting from scratch`);
   }
@@ -168,6 +176,25 @@ export async function train(cfg: Config, opts: TrainOptions = {}): Promise<Train
   let tLog = performance.now(), stepsSinceLog = 0, tokensSinceLog = 0;
   const startStep = step;
   const stopAt = opts.stopAfter !== undefined ? step + opts.stopAfter : Infinity;
+  // steps up to this one had a finite loss and finite gradients (checked at logging steps and
+  // before every checkpoint, so that no checkpoint holds a state after a non-finite step)
+  let finiteUpTo = step;
+  const checkFinite = async (loss: number): Promise<void> => {
+    if (Number.isFinite(loss) && !(await clip.nonFinite())) {
+      finiteUpTo = step;
+      return;
+    }
+    const keep = lastCheckpoint
+      ? `the last good checkpoint ${lastCheckpoint} is kept`
+      : "no checkpoint was written";
+    throw new BasedError(
+      step - finiteUpTo > 1
+        ? `the loss or the gradients became non-finite between step ${finiteUpTo + 1} and ` +
+          `step ${step} (loss ${loss} at step ${step}; the non-finite updates were skipped)`
+        : `the loss became ${loss} at step ${step} (non-finite gradients: the update was skipped)`,
+      `lower train.optimizer.lr; ${keep}`,
+    );
+  };
   try {
     while (step < S.maxSteps && step < stopAt) {
       const lr = lrAt(step, sched); // optimizer step s = step + 1 uses f(s − 1)
@@ -178,12 +205,24 @@ export async function train(cfg: Config, opts: TrainOptions = {}): Promise<Train
       fill(lossSum, 0);
       for (let m = 0; m < S.accumulate; m++) {
         const b = uploadBatch(e, dm.train, sampler.next(), L);
-        tidy(() => {
-          // each micro-batch's loss is its token mean, backpropagated / accumulate (spec §4.1)
-          const loss = model.loss(b, { gradScale: 1 / (b.B * L * S.accumulate) });
-          backward(loss);
-          accumulate(lossSum, loss);
-        });
+        try {
+          tidy(() => {
+            // each micro-batch's loss is its token mean, backpropagated / accumulate (spec §4.1)
+            const loss = model.loss(b, { gradScale: 1 / (b.B * L * S.accumulate) });
+            backward(loss);
+            accumulate(lossSum, loss);
+          });
+        } catch (err) {
+          if (!isBindingLimitError(err)) throw err;
+          clearTape(); // over the adapter's binding limit: measure the micro-batch that fits
+          throw bindingLimitError(e, err, b.B, S.batchSize, (n) => {
+            const p = uploadBatch(e, dm.train, [...Array(n).keys()], L);
+            tidy(() => backward(model.loss(p, { gradScale: 1 })));
+            clearTape();
+            p.ids.dispose();
+            p.labels.dispose();
+          });
+        }
         b.ids.dispose();
         b.labels.dispose();
         tokensSeen += b.B * L * world;
@@ -228,12 +267,7 @@ export async function train(cfg: Config, opts: TrainOptions = {}): Promise<Train
             tokens: tokensSeen,
           });
         }
-        if (!Number.isFinite(loss) || await clip.nonFinite()) {
-          throw new BasedError(
-            `the loss became ${loss} at step ${step} (non-finite gradients: the update was skipped)`,
-            `lower train.optimizer.lr; the last good checkpoint in ${S.checkpointDir} is kept`,
-          );
-        }
+        await checkFinite(loss);
         tLog = performance.now();
         stepsSinceLog = 0;
         tokensSinceLog = 0;
@@ -254,8 +288,13 @@ export async function train(cfg: Config, opts: TrainOptions = {}): Promise<Train
         await writePlots(S.runDir);
         tLog = performance.now();
       }
-      if (root && S.ckptEvery > 0 && (step % S.ckptEvery === 0 || step === S.maxSteps)) {
+      const ckptNow = S.ckptEvery > 0 && (step % S.ckptEvery === 0 || step === S.maxSteps);
+      if (ckptNow && finiteUpTo < step) {
+        await checkFinite((await e.readF32(lossSum))[0] / S.accumulate); // every rank (ddp)
+      }
+      if (root && ckptNow) {
         const dir = await writeCheckpoint(model, adam, sampler, S, step, tokensSeen, cfg);
+        lastCheckpoint = dir;
         progress.log(`checkpoint ${dir}`);
         tLog = performance.now();
       }

@@ -19,6 +19,20 @@ export class MetricsLog {
 
   async open(): Promise<void> {
     this.#file = await Deno.open(this.path, { append: true, create: true, write: true });
+    // a run killed in the middle of a line left it unterminated: end it, so that the next
+    // record starts on a line of its own instead of being glued to the cut one
+    const size = (await this.#file.stat()).size;
+    if (size > 0) {
+      const last = new Uint8Array(1);
+      const f = await Deno.open(this.path, { read: true });
+      try {
+        await f.seek(size - 1, Deno.SeekMode.Start);
+        await f.read(last);
+      } finally {
+        f.close();
+      }
+      if (last[0] !== 0x0a) await this.#file.write(new TextEncoder().encode("\n"));
+    }
   }
 
   async append(r: MetricRecord): Promise<void> {

@@ -5,6 +5,7 @@
 import { join, resolve } from "node:path";
 import { BasedError } from "../tensor/errors.ts";
 import type { Config } from "../config/mod.ts";
+import { checkSequenceLength } from "./preflight.ts";
 
 export interface TrainSettings {
   seed: number;
@@ -109,10 +110,12 @@ export function readSettings(cfg: Config, cwd: string): TrainSettings {
   }
   const clip = at(c, "trainer.gradient_clip_val");
   const topK = int(c, "callbacks.model_checkpoint.save_top_k", 1);
+  const maxLength = int(c, "datamodule.max_length");
+  checkSequenceLength(obj(c, "model.config"), maxLength);
   return {
     seed: typeof seed === "number" ? seed : 0,
     dataSeed: typeof seed === "number" ? seed : 0,
-    maxLength: int(c, "datamodule.max_length"),
+    maxLength,
     batchSize: int(c, "datamodule.batch_size"),
     batchSizeEval: int(c, "datamodule.batch_size_eval", int(c, "datamodule.batch_size")),
     accumulate,

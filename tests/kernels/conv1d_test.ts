@@ -13,7 +13,9 @@ import {
   dot,
   type F64,
   FIXTURES,
+  fixtureTest,
   gpuTest,
+  HAVE_FIXTURES,
   param,
   readF64,
   Rng,
@@ -166,7 +168,7 @@ gpuTest("causalConv1d: backward is bit-identical across runs", async (e) => {
   tgy.dispose();
 });
 
-gpuTest("causalConv1d: the BaseConv fixture (conv_out, conv weight grad, dx)", async (e) => {
+fixtureTest("causalConv1d: the BaseConv fixture (conv_out, conv weight grad, dx)", async (e) => {
   const f = await readSafetensors(`${FIXTURES}/baseconv.safetensors`);
   const manifest = JSON.parse(await Deno.readTextFile(`${FIXTURES}/manifest.json`));
   const get = (n: string) => Float64Array.from(tensorData(f, `conv.${n}`));

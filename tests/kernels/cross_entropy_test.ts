@@ -196,10 +196,13 @@ gpuTest(
         }
       }
       const gz = await e.read(z);
+      // p = exp(0 - lse) with |lse| = log V: WGSL's exp is accurate to 3 + 2|x| ulp (the H200's
+      // is ~8 ulp off here), plus lse's own error and one rounding for the label's subtraction
+      const pTol = (8 + 2 * Math.log(V)) * U / V;
       for (let i = 0; i < gz.length; i++) {
         const t = Math.floor(i / V);
         const want = 1 / V - (i % V === (t * 7) % V ? 1 : 0);
-        if (!(Math.abs(gz[i] - want) <= 4 * U * Math.max(Math.abs(want), 1 / V))) {
+        if (!(Math.abs(gz[i] - want) <= pTol + U * Math.abs(want))) {
           throw new Error(`V=${V}: grad[${i}] = ${gz[i]}, expected ${want}`);
         }
       }

@@ -13,7 +13,9 @@ import {
   dot,
   type F64,
   FIXTURES,
+  fixtureTest,
   gpuTest,
+  HAVE_FIXTURES,
   param,
   readF64,
   Rng,
@@ -210,7 +212,7 @@ gpuTest("addRmsNorm: grads at one or both outputs, residual given or null", asyn
   for (const t of [ta, tb, tdy]) t.dispose();
 });
 
-gpuTest("addRmsNorm: the fixture model's norms (mixer_in, mlp_in, ln_f_out)", async (e) => {
+fixtureTest("addRmsNorm: the fixture model's norms (mixer_in, mlp_in, ln_f_out)", async (e) => {
   const fwd = await readSafetensors(`${FIXTURES}/model_forward.safetensors`);
   const params = await readSafetensors(`${FIXTURES}/model_params_init.safetensors`);
   const manifest = JSON.parse(await Deno.readTextFile(`${FIXTURES}/manifest.json`));

@@ -10,7 +10,9 @@ import {
   dot,
   type F64,
   FIXTURES,
+  fixtureTest,
   gpuTest,
+  HAVE_FIXTURES,
   param,
   readF64,
   Rng,
@@ -146,7 +148,7 @@ gpuTest("rotary: single tensor, and an offset run equals the tail of the full ru
   for (const t of [tx, tx.grad!, y, tl, yl]) t.dispose();
 });
 
-gpuTest("rotaryQK: the sliding-window fixture (swa.q_rot, swa.k_rot)", async (e) => {
+fixtureTest("rotaryQK: the sliding-window fixture (swa.q_rot, swa.k_rot)", async (e) => {
   const f = await readSafetensors(`${FIXTURES}/sliding_window.safetensors`);
   const manifest = JSON.parse(await Deno.readTextFile(`${FIXTURES}/manifest.json`));
   const shape = f.tensors.get("swa.qkv")!.shape;

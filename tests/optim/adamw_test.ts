@@ -6,7 +6,7 @@ import { AdamW } from "../../optim/adamw.ts";
 import { type AdamHyper, adamwStepRef } from "../../optim/adamw_ref.ts";
 import { moduleKindOf, paramGroup } from "../../optim/groups.ts";
 import { constantSchedule, lrAt, scheduleFromConfig } from "../../optim/schedule.ts";
-import { assertClose, FIXTURES, gpuTest, Rng } from "../helpers.ts";
+import { assertClose, FIXTURES, fixtureTest, gpuTest, HAVE_FIXTURES, Rng } from "../helpers.ts";
 
 // Awkward sizes (1, 3, odd, just over/under the 64-element alignment and the 256-thread
 // workgroup) in two groups, interleaved so that the store regroups them.
@@ -145,50 +145,53 @@ gpuTest("adamw: state() / loadState() round trip (both forms) and argument check
   store.destroy();
 });
 
-gpuTest("adamw: step 1 on the tiny model matches model_adamw.safetensors step1.*", async (e) => {
-  const manifest = JSON.parse(await Deno.readTextFile(`${FIXTURES}/manifest.json`));
-  const info = manifest.info.model;
-  const init = await readSafetensors(`${FIXTURES}/model_params_init.safetensors`);
-  const grads = await readSafetensors(`${FIXTURES}/model_grads.safetensors`);
-  const after = await readSafetensors(`${FIXTURES}/model_adamw.safetensors`);
-  const names = info.param_order as string[];
-  const grouping = { bias_weight_decay: false, normalization_weight_decay: false };
-  const specs: ParamSpec[] = names.map((n) => ({
-    name: n,
-    shape: init.tensors.get(n)!.shape,
-    group: paramGroup(n, moduleKindOf(n), grouping),
-    init: tensorData(init, n) as Float32Array,
-  }));
-  // the fixture's groups (manifest info.model.param_groups) are ours
-  const refGroups = info.param_groups as { weight_decay: number; params: string[] }[];
-  for (const s of specs) {
-    const wd = refGroups.find((g) => g.params.includes(s.name))!.weight_decay;
-    assertEquals(s.group, wd > 0 ? "decay" : "no_decay");
-  }
-  // force several chunks (the embedding, 32,256 values, is the largest tensor)
-  const store = new ParamStore(e, specs, ["decay", "no_decay"], { maxChunkElements: 40_000 });
-  if (store.values.length < 3) throw new Error("expected several chunks");
-  for (const p of store.params) {
-    e.upload(p.tensor.grad!, tensorData(grads, `grad.${p.name}`));
-  }
-  const opt = info.optimizer as { lr: number; betas: [number, number]; eps: number };
-  const wdOf = (g: number) => refGroups[g].weight_decay;
-  const adam = new AdamW(store, {
-    decay: { weightDecay: wdOf(0) },
-    no_decay: { weightDecay: wdOf(1) },
-  }, { lr: opt.lr, betas: opt.betas, eps: opt.eps });
-  adam.step(opt.lr); // no clipping
-  const values = await store.read("values");
-  for (const n of names) {
-    // the fixture's own tolerance (manifest tolerance_rule: params after AdamW steps:
-    // atol ≥ 1e-3·lr, rel_l2 ≥ 1e-5, rtol 1e-4 — an f32 AdamW step is within these)
-    const tol = manifest.tensors[`step1.${n}`].tolerance;
-    assertClose(`step1.${n}`, values.get(n)!, tensorData(after, `step1.${n}`), {
-      atol: tol.atol,
-      rtol: tol.rtol,
-      relL2: tol.rel_l2,
-    });
-  }
-  adam.destroy();
-  store.destroy();
-});
+fixtureTest(
+  "adamw: step 1 on the tiny model matches model_adamw.safetensors step1.*",
+  async (e) => {
+    const manifest = JSON.parse(await Deno.readTextFile(`${FIXTURES}/manifest.json`));
+    const info = manifest.info.model;
+    const init = await readSafetensors(`${FIXTURES}/model_params_init.safetensors`);
+    const grads = await readSafetensors(`${FIXTURES}/model_grads.safetensors`);
+    const after = await readSafetensors(`${FIXTURES}/model_adamw.safetensors`);
+    const names = info.param_order as string[];
+    const grouping = { bias_weight_decay: false, normalization_weight_decay: false };
+    const specs: ParamSpec[] = names.map((n) => ({
+      name: n,
+      shape: init.tensors.get(n)!.shape,
+      group: paramGroup(n, moduleKindOf(n), grouping),
+      init: tensorData(init, n) as Float32Array,
+    }));
+    // the fixture's groups (manifest info.model.param_groups) are ours
+    const refGroups = info.param_groups as { weight_decay: number; params: string[] }[];
+    for (const s of specs) {
+      const wd = refGroups.find((g) => g.params.includes(s.name))!.weight_decay;
+      assertEquals(s.group, wd > 0 ? "decay" : "no_decay");
+    }
+    // force several chunks (the embedding, 32,256 values, is the largest tensor)
+    const store = new ParamStore(e, specs, ["decay", "no_decay"], { maxChunkElements: 40_000 });
+    if (store.values.length < 3) throw new Error("expected several chunks");
+    for (const p of store.params) {
+      e.upload(p.tensor.grad!, tensorData(grads, `grad.${p.name}`));
+    }
+    const opt = info.optimizer as { lr: number; betas: [number, number]; eps: number };
+    const wdOf = (g: number) => refGroups[g].weight_decay;
+    const adam = new AdamW(store, {
+      decay: { weightDecay: wdOf(0) },
+      no_decay: { weightDecay: wdOf(1) },
+    }, { lr: opt.lr, betas: opt.betas, eps: opt.eps });
+    adam.step(opt.lr); // no clipping
+    const values = await store.read("values");
+    for (const n of names) {
+      // the fixture's own tolerance (manifest tolerance_rule: params after AdamW steps:
+      // atol ≥ 1e-3·lr, rel_l2 ≥ 1e-5, rtol 1e-4 — an f32 AdamW step is within these)
+      const tol = manifest.tensors[`step1.${n}`].tolerance;
+      assertClose(`step1.${n}`, values.get(n)!, tensorData(after, `step1.${n}`), {
+        atol: tol.atol,
+        rtol: tol.rtol,
+        relL2: tol.rel_l2,
+      });
+    }
+    adam.destroy();
+    store.destroy();
+  },
+);
