@@ -44,7 +44,8 @@ const TINY = [
 type Trigger =
   | { kind: "line"; pattern: RegExp; step: number }
   | { kind: "tmpdir"; step: number }
-  | { kind: "delay"; ms: number };
+  /** ms after the process started, or after it said where it resumes (just before step 1) */
+  | { kind: "delay"; ms: number; from: "spawn" | "resume" };
 
 interface Plan {
   what: string;
@@ -108,7 +109,7 @@ async function attempt(cwd: string, dir: string, plan: Plan | null): Promise<Att
   };
   const t = plan?.trigger;
   let timer: ReturnType<typeof setTimeout> | undefined;
-  if (t?.kind === "delay") timer = setTimeout(kill, t.ms);
+  if (t?.kind === "delay" && t.from === "spawn") timer = setTimeout(kill, t.ms);
   let watcher: Deno.FsWatcher | null = null;
   const watching = t?.kind === "tmpdir"
     ? (async () => {
@@ -133,6 +134,9 @@ async function attempt(cwd: string, dir: string, plan: Plan | null): Promise<Att
         buf = buf.slice(nl + 1);
         stdout.push(line);
         if (t?.kind === "line" && t.pattern.test(line)) kill();
+        if (t?.kind === "delay" && t.from === "resume" && /^(resumed from|resume: )/.test(line)) {
+          timer = setTimeout(kill, t.ms);
+        }
       }
     }
     if (buf) stdout.push(buf);
@@ -191,7 +195,11 @@ function plans(rng: Rng): Plan[] {
   const u = (lo: number, hi: number) => Math.round(lo + (hi - lo) * rng.next());
   const stepLine = (k: number) => new RegExp(`^step +${k}/${STEPS} `);
   return [
-    { what: "random delay from the start", trigger: { kind: "delay", ms: u(800, 5000) }, after: 0 },
+    {
+      what: "random delay from the start",
+      trigger: { kind: "delay", ms: u(300, 2500), from: "spawn" },
+      after: 0,
+    },
     {
       what: "during step 2 (no checkpoint yet)",
       trigger: { kind: "line", pattern: stepLine(1), step: 1 },
@@ -212,7 +220,11 @@ function plans(rng: Rng): Plan[] {
       trigger: { kind: "tmpdir", step: 4 },
       after: u(0, 5),
     },
-    { what: "random delay", trigger: { kind: "delay", ms: u(2500, 6000) }, after: 0 },
+    {
+      what: "random delay after resuming",
+      trigger: { kind: "delay", ms: u(0, 1500), from: "resume" },
+      after: 0,
+    },
     {
       what: "during the step-6 checkpoint write (after validation)",
       trigger: { kind: "tmpdir", step: 6 },
@@ -273,7 +285,7 @@ Deno.test({
         }
         assert(a.code === 0, fail(a, `attempt ${i + 1} (resumed from step ${at})`));
         if (plan) log.push(`${plan.what}: not reached, the run finished`);
-        if (!queue.length || !plan) break;
+        break;
       }
       console.log(log.map((l) => `  ${l}`).join("\n"));
       assert(kills >= 5, `only ${kills} kills happened:\n${log.join("\n")}`);
