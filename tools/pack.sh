@@ -38,7 +38,10 @@ if [ ! -x "\$dir/deno" ] || [ ! -f "\$dir/based.js" ]; then
   mkdir -p "\$dir.tmp.\$\$"
   tail -c +@@OFFSET@@ "\$0" | gzip -dc | tar -xf - -C "\$dir.tmp.\$\$"
   mkdir -p "\$(dirname "\$dir")"
-  mv "\$dir.tmp.\$\$" "\$dir" 2>/dev/null || rm -rf "\$dir.tmp.\$\$"
+  # an incomplete copy (a first run that was killed) is replaced; a complete one
+  # unpacked meanwhile by another process is kept
+  if [ -d "\$dir" ] && { [ ! -x "\$dir/deno" ] || [ ! -f "\$dir/based.js" ]; }; then rm -rf "\$dir"; fi
+  mv -T "\$dir.tmp.\$\$" "\$dir" 2>/dev/null || rm -rf "\$dir.tmp.\$\$"
 fi
 DENO_DIR="\$dir/deno_dir" DENO_NO_UPDATE_CHECK=1 exec "\$dir/deno" run -A --no-config --cached-only "\$dir/based.js" "\$@"
 __PAYLOAD__

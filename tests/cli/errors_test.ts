@@ -26,8 +26,8 @@ const TINY = [
   "trainer.max_steps=4",
   "train.scheduler.warmup_t=2",
   "trainer.log_every_n_steps=1",
-  "trainer.limit_val_batches=1",
-  "trainer.limit_test_batches=1",
+  "trainer.limit_val_batches=2", // (1 would mean the whole split: 1 and 1.0 read the same)
+  "trainer.limit_test_batches=2",
 ];
 
 interface Result {

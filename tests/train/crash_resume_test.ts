@@ -16,6 +16,7 @@
 import { deepStrictEqual as assertEquals, ok as assert } from "node:assert/strict";
 import { join } from "node:path";
 import { listCheckpoints } from "../../train/checkpoint.ts";
+import { MetricsLog, readMetrics } from "../../train/metrics.ts";
 import { Rng } from "../helpers.ts";
 
 const MAIN = new URL("../../main.ts", import.meta.url).pathname;
@@ -59,7 +60,7 @@ interface Attempt {
   killed: boolean;
   stdout: string[];
   stderr: string;
-  /** a checkpoint temp directory existed right after the kill */
+  /** this process left a checkpoint temp directory (it was killed while writing one) */
   tmpLeft: boolean;
 }
 
@@ -145,7 +146,7 @@ async function attempt(cwd: string, dir: string, plan: Plan | null): Promise<Att
   const status = await child.status;
   done = true;
   clearTimeout(timer);
-  if (killed) tmpLeft = (await tmpDirs(ck)).length > 0;
+  if (killed) tmpLeft = (await tmpDirs(ck)).some((n) => n.endsWith(`-${child.pid}`));
   (watcher as Deno.FsWatcher | null)?.close();
   await watching;
   await reading;
@@ -318,4 +319,24 @@ Deno.test({
       await Deno.remove(root, { recursive: true });
     }
   },
+});
+
+Deno.test("crash-resume: a metrics.jsonl line cut by a kill does not swallow the next record", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "based-metrics-cut-" });
+  try {
+    const path = join(dir, "metrics.jsonl");
+    await Deno.writeTextFile(path, '{"split":"train","step":1,"loss":2}\n{"split":"train","st');
+    const m = new MetricsLog(path);
+    await m.append({ split: "train", step: 2, loss: 1 });
+    m.close();
+    const recs = await readMetrics(path);
+    assertEquals(recs.map((r) => r.step), [1, 2]);
+    // an intact file gets no blank line
+    const m2 = new MetricsLog(path);
+    await m2.append({ split: "train", step: 3, loss: 0.5 });
+    m2.close();
+    assert(!(await Deno.readTextFile(path)).includes("\n\n"));
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
 });
