@@ -22,7 +22,7 @@
 import { defineKernel, type Kernel } from "../tensor/engine.ts";
 import { shapeStr, type Tensor } from "../tensor/tensor.ts";
 import { record } from "../tensor/tape.ts";
-import { WG } from "./wgsl.ts";
+import { mergeMaxSumWgsl, WG } from "./wgsl.ts";
 
 /** Labels with this value contribute neither loss nor gradient. */
 export const IGNORE_INDEX = -100;
@@ -107,20 +107,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     let x = z[base + j];
     ${update}
   }
-  red_m[lid] = m;
-  red_s[lid] = s;
-  workgroupBarrier();
-  for (var off = ${WG >> 1}u; off > 0u; off = off >> 1u) {
-    if (lid < off) {
-      let m2 = red_m[lid + off];
-      let mm = max(m, m2);
-      s = s * exp(m - mm) + red_s[lid + off] * exp(m2 - mm);
-      m = mm;
-      red_m[lid] = m;
-      red_s[lid] = s;
-    }
-    workgroupBarrier();
-  }
+  ${mergeMaxSumWgsl(WG, "lid")}
   let row_lse = red_m[0] + log(red_s[0]);
   if (lid == 0u) {
     var l = 0.0;

@@ -21,7 +21,7 @@
 import { defineKernel, type Kernel } from "../tensor/engine.ts";
 import { shapeStr, type Tensor } from "../tensor/tensor.ts";
 import { ACCUMULATED, type GradOut, record } from "../tensor/tape.ts";
-import { ENTRY_1D, grid1d, WG } from "./wgsl.ts";
+import { ENTRY_1D, grid1d, nextPow2, WG } from "./wgsl.ts";
 
 /** Most vec elements per thread (registers): N ≤ 256·32·V. */
 const MAX_K = 32;
@@ -35,12 +35,6 @@ interface Plan {
   k: number;
   /** row width in vec units */
   nv: number;
-}
-
-function nextPow2(n: number): number {
-  let p = 1;
-  while (p < n) p *= 2;
-  return p;
 }
 
 function plan(n: number): Plan {

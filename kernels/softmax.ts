@@ -16,7 +16,7 @@
 import { defineKernel, type Kernel } from "../tensor/engine.ts";
 import { shapeSize, type Tensor } from "../tensor/tensor.ts";
 import { record } from "../tensor/tape.ts";
-import { ENTRY_1D, grid1d, LINEAR_ID, WG } from "./wgsl.ts";
+import { ENTRY_1D, grid1d, LINEAR_ID, mergeMaxSumWgsl, nextPow2, WG } from "./wgsl.ts";
 
 /** Most vec elements a thread keeps in registers between the two passes. */
 const MAX_CACHED = 8;
@@ -32,12 +32,6 @@ interface RowPlan {
   k: number;
   cached: boolean;
   groups: number;
-}
-
-function nextPow2(n: number): number {
-  let p = 1;
-  while (p < n) p *= 2;
-  return p;
 }
 
 function rowPlan(rows: number, n: number): RowPlan {
@@ -107,20 +101,7 @@ fn main(${ENTRY_1D}) {${rowHead(p)}
   var s = 0.0;
   ${p.cached ? `var xs: array<${T}, ${p.k}>;` : ""}
   ${rowLoop(p, `${load}\n      ${update}`)}
-  red_m[lid] = m;
-  red_s[lid] = s;
-  workgroupBarrier();
-  for (var off = ${p.tpr >> 1}u; off > 0u; off = off >> 1u) {
-    if (lane < off) {
-      let m2 = red_m[lid + off];
-      let mm = max(m, m2);
-      s = s * exp(m - mm) + red_s[lid + off] * exp(m2 - mm);
-      m = mm;
-      red_m[lid] = m;
-      red_s[lid] = s;
-    }
-    workgroupBarrier();
-  }
+  ${mergeMaxSumWgsl(p.tpr, "lane")}
   let mx = red_m[lid - lane];
   let inv = 1.0 / red_s[lid - lane];
   ${rowLoop(p, `y[base + j] = exp(${reuse} - ${shift}) * inv;`)}

@@ -4,10 +4,7 @@
 # Based-360m run through the trainer, and the kernel tests on this GPU.
 # Carry: dist, .device/gl (Vulkan loader), .device/deno_dir (npm cache for the tests).
 set -uo pipefail
-for f in .device/gl/*.deb; do dpkg -x "$f" /; done
-ldconfig
-export VK_DRIVER_FILES=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
-export DENO_WEBGPU_BACKEND=vulkan NO_COLOR=1
+. tools/gpu_env.sh
 out=${OUT:-/tmp/out}
 export BASED_CACHE_DIR=$out/cache
 b=./dist/based

@@ -2,10 +2,7 @@
 # GPU-machine session D: tune the LM-head GEMMs, the step with the complete
 # table, and the kernel tests on this GPU (failures in full).
 set -uo pipefail
-for f in .device/gl/*.deb; do dpkg -x "$f" /; done
-ldconfig
-export VK_DRIVER_FILES=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
-export DENO_WEBGPU_BACKEND=vulkan NO_COLOR=1
+. tools/gpu_env.sh
 out=${OUT:-/tmp/out}
 export BASED_CACHE_DIR=$out/cache
 mkdir -p "$BASED_CACHE_DIR"

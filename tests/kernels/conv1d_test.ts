@@ -15,7 +15,6 @@ import {
   FIXTURES,
   fixtureTest,
   gpuTest,
-  HAVE_FIXTURES,
   param,
   readF64,
   Rng,

@@ -12,7 +12,6 @@ import {
   FIXTURES,
   fixtureTest,
   gpuTest,
-  HAVE_FIXTURES,
   param,
   readF64,
   Rng,

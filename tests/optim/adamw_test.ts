@@ -6,7 +6,7 @@ import { AdamW } from "../../optim/adamw.ts";
 import { type AdamHyper, adamwStepRef } from "../../optim/adamw_ref.ts";
 import { moduleKindOf, paramGroup } from "../../optim/groups.ts";
 import { constantSchedule, lrAt, scheduleFromConfig } from "../../optim/schedule.ts";
-import { assertClose, FIXTURES, fixtureTest, gpuTest, HAVE_FIXTURES, Rng } from "../helpers.ts";
+import { assertClose, FIXTURES, fixtureTest, gpuTest, Rng } from "../helpers.ts";
 
 // Awkward sizes (1, 3, odd, just over/under the 64-element alignment and the 256-thread
 // workgroup) in two groups, interleaved so that the store regroups them.

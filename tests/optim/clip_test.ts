@@ -5,7 +5,7 @@ import { readSafetensors, tensorData } from "../../tensor/safetensors.ts";
 import { AdamW } from "../../optim/adamw.ts";
 import { adamwStepRef, clipCoefRef, globalNormRef } from "../../optim/adamw_ref.ts";
 import { CTL, GradClip } from "../../optim/clip.ts";
-import { assertClose, FIXTURES, fixtureTest, gpuTest, HAVE_FIXTURES, Rng } from "../helpers.ts";
+import { assertClose, FIXTURES, fixtureTest, gpuTest, Rng } from "../helpers.ts";
 
 // awkward sizes; with maxChunkElements 3008 the store has several chunks, one of them
 // larger than one workgroup's share so that stage 1 uses several workgroups per chunk
