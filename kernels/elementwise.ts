@@ -50,10 +50,15 @@ function mapKernel(
         (usesOld ? " let ov = out[i];" : "");
       const comps = ins.map((i) => `let ${i}_ = ${i}v[c];`).join(" ") +
         (usesOld ? " let o_ = ov[c];" : "");
-      body = `${loads}
+      // grid-stride: each thread moves ~4 vec4 of every array (as the copy
+      // kernel that reaches the copy bandwidth does)
+      body = `let nth = nwg.x * nwg.y * 256u;
+  for (var i = i0; i < P.n; i += nth) {
+  ${loads}
   var r: vec4<${dtype}>;
   for (var c = 0u; c < 4u; c++) { ${comps} r[c] = ${expr}; }
-  out[i] = r;`;
+  out[i] = r;
+  }`;
     }
     k = defineKernel({
       name: `ew_${key}`,
@@ -62,8 +67,7 @@ function mapKernel(
       code: `${LINEAR_ID}${SIGMOID}
 @compute @workgroup_size(256)
 fn main(${ENTRY_1D}) {
-  let i = linear_id(wid, nwg, lid, 256u);
-  if (i >= P.n) { return; }
+  ${vec4 ? "let i0 = linear_id(wid, nwg, lid, 256u);" : "let i = linear_id(wid, nwg, lid, 256u);\n  if (i >= P.n) { return; }"}
   ${body}
 }`,
     });
@@ -84,7 +88,7 @@ function launch(
   const vec4 = out.size % 4 === 0 && out.size > 0;
   const k = mapKernel(name, Object.keys(ins), expr, out.dtype, vec4);
   const n = vec4 ? out.size / 4 : out.size;
-  out.engine.run(k, { ...ins, out }, { n, a, b }, grid1d(n));
+  out.engine.run(k, { ...ins, out }, { n, a, b }, grid1d(vec4 ? Math.ceil(n / 4) : n));
 }
 
 // ------------------------------------------------------------ non-recording
