@@ -67,7 +67,11 @@ function mapKernel(
       code: `${LINEAR_ID}${SIGMOID}
 @compute @workgroup_size(256)
 fn main(${ENTRY_1D}) {
-  ${vec4 ? "let i0 = linear_id(wid, nwg, lid, 256u);" : "let i = linear_id(wid, nwg, lid, 256u);\n  if (i >= P.n) { return; }"}
+  ${
+        vec4
+          ? "let i0 = linear_id(wid, nwg, lid, 256u);"
+          : "let i = linear_id(wid, nwg, lid, 256u);\n  if (i >= P.n) { return; }"
+      }
   ${body}
 }`,
     });
