@@ -198,32 +198,28 @@ export async function runBench(opts: BenchOptions): Promise<void> {
     if (opts.out) {
       await Deno.mkdir(opts.out, { recursive: true });
       const views = [...new Set(r.map((x) => x.view))];
-      const svg = lineChart({
-        title: `Based linear attention fwd+bwd, B${B} H${H} F16 D64 (${e.info.name})`,
-        xLabel: "sequence length",
-        yLabel: "ms",
-        logX: true,
-        logY: true,
-        series: views.map((v) => ({
-          name: v,
-          points: r.filter((x) => x.view === v).map((x) => [x.L, x.fwdBwdMs] as [number, number]),
-          markers: true,
-        })),
-      });
-      await Deno.writeTextFile(join(opts.out, "attention.svg"), svg);
-      const svgF = lineChart({
-        title: `Based linear attention forward, B${B} H${H} (${e.info.name})`,
-        xLabel: "sequence length",
-        yLabel: "ms",
-        logX: true,
-        logY: true,
-        series: views.map((v) => ({
-          name: v,
-          points: r.filter((x) => x.view === v).map((x) => [x.L, x.fwdMs] as [number, number]),
-          markers: true,
-        })),
-      });
-      await Deno.writeTextFile(join(opts.out, "attention_forward.svg"), svgF);
+      // time against sequence length per view: forward + backward, and forward alone
+      for (
+        const [file, what, key] of [["attention.svg", "fwd+bwd", "fwdBwdMs"], [
+          "attention_forward.svg",
+          "forward",
+          "fwdMs",
+        ]] as const
+      ) {
+        const svg = lineChart({
+          title: `Based linear attention ${what}, B${B} H${H} F16 D64 (${e.info.name})`,
+          xLabel: "sequence length",
+          yLabel: "ms",
+          logX: true,
+          logY: true,
+          series: views.map((v) => ({
+            name: v,
+            points: r.filter((x) => x.view === v).map((x) => [x.L, x[key]] as [number, number]),
+            markers: true,
+          })),
+        });
+        await Deno.writeTextFile(join(opts.out, file), svg);
+      }
     }
   }
   if (want("bandwidth")) {
