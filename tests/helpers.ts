@@ -194,3 +194,21 @@ export function fixtureTest(name: string, fn: (e: Engine) => Promise<void> | voi
     },
   });
 }
+
+// deno-lint-ignore no-explicit-any
+type Manifest = { tensors: Record<string, any>; info: Record<string, any> };
+let manifestCache: Manifest | null = null;
+
+/** The fixtures' manifest.json (empty tables when the fixtures are absent). */
+export function fixtureManifest(): Manifest {
+  manifestCache ??= HAVE_FIXTURES
+    ? JSON.parse(Deno.readTextFileSync(`${FIXTURES}/manifest.json`))
+    : { tensors: {}, info: {} };
+  return manifestCache!;
+}
+
+/** The manifest's suggested tolerance of an expected tensor, as a Tol. */
+export function fixtureTol(name: string): Tol {
+  const t = fixtureManifest().tensors[name].tolerance;
+  return { atol: t.atol, rtol: t.rtol, relL2: t.rel_l2 };
+}

@@ -14,6 +14,7 @@ import {
   type F64,
   FIXTURES,
   fixtureTest,
+  fixtureTol,
   gpuTest,
   param,
   readF64,
@@ -169,12 +170,8 @@ gpuTest("causalConv1d: backward is bit-identical across runs", async (e) => {
 
 fixtureTest("causalConv1d: the BaseConv fixture (conv_out, conv weight grad, dx)", async (e) => {
   const f = await readSafetensors(`${FIXTURES}/baseconv.safetensors`);
-  const manifest = JSON.parse(await Deno.readTextFile(`${FIXTURES}/manifest.json`));
   const get = (n: string) => Float64Array.from(tensorData(f, `conv.${n}`));
-  const tol = (n: string) => {
-    const t = manifest.tensors[`conv.${n}`].tolerance;
-    return { atol: t.atol, rtol: t.rtol, relL2: t.rel_l2 };
-  };
+  const tol = (n: string) => fixtureTol(`conv.${n}`);
   const [B, L, D] = f.tensors.get("conv.x")!.shape;
   const [C, , K] = f.tensors.get("conv.conv.conv.weight")!.shape;
   const x = get("x"), wIn = get("in_proj.weight"), bIn = get("in_proj.bias");

@@ -20,8 +20,8 @@ import {
   dot,
   type F64,
   FIXTURES,
+  fixtureTol,
   gpuTest,
-  HAVE_FIXTURES,
   param,
   readF64,
   Rng,
@@ -42,13 +42,6 @@ const TOL_REF: Tol = { atol: 2e-5, rtol: 1e-4, relL2: 4e-6 };
 // Two views: each is within TOL_REF of the reference, so their difference within twice that.
 const TOL_VIEWS: Tol = { atol: 4e-5, rtol: 2e-4, relL2: 8e-6 };
 
-const manifest = HAVE_FIXTURES
-  ? JSON.parse(await Deno.readTextFile(`${FIXTURES}/manifest.json`))
-  : { tensors: {}, info: {} };
-const fixtureTol = (name: string): Tol => {
-  const t = manifest.tensors[name].tolerance;
-  return { atol: t.atol, rtol: t.rtol, relL2: t.rel_l2 };
-};
 let laFile: SafeFile | null = null;
 async function fixtures(): Promise<SafeFile> {
   return laFile ??= await readSafetensors(`${FIXTURES}/linear_attention.safetensors`);

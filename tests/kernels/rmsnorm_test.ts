@@ -14,6 +14,7 @@ import {
   type F64,
   FIXTURES,
   fixtureTest,
+  fixtureTol,
   gpuTest,
   param,
   readF64,
@@ -214,7 +215,6 @@ gpuTest("addRmsNorm: grads at one or both outputs, residual given or null", asyn
 fixtureTest("addRmsNorm: the fixture model's norms (mixer_in, mlp_in, ln_f_out)", async (e) => {
   const fwd = await readSafetensors(`${FIXTURES}/model_forward.safetensors`);
   const params = await readSafetensors(`${FIXTURES}/model_params_init.safetensors`);
-  const manifest = JSON.parse(await Deno.readTextFile(`${FIXTURES}/manifest.json`));
   const act = (name: string) => tensorData(fwd, `act.${name}`) as Float32Array;
   const shape = fwd.tensors.get("act.embeddings")!.shape;
   const up = (a: Float32Array) => e.tensor(a, shape);
@@ -223,12 +223,7 @@ fixtureTest("addRmsNorm: the fixture model's norms (mixer_in, mlp_in, ln_f_out)"
     return e.tensor(d, [d.length]);
   };
   const check = async (name: string, t: Tensor) => {
-    const tol = manifest.tensors[`act.${name}`].tolerance;
-    assertClose(name, await readF64(t), Float64Array.from(act(name)), {
-      atol: tol.atol,
-      rtol: tol.rtol,
-      relL2: tol.rel_l2,
-    });
+    assertClose(name, await readF64(t), Float64Array.from(act(name)), fixtureTol(`act.${name}`));
   };
   const owned: Tensor[] = [];
   let h = up(act("embeddings"));

@@ -11,6 +11,7 @@ import {
   type F64,
   FIXTURES,
   fixtureTest,
+  fixtureTol,
   gpuTest,
   param,
   readF64,
@@ -149,7 +150,6 @@ gpuTest("rotary: single tensor, and an offset run equals the tail of the full ru
 
 fixtureTest("rotaryQK: the sliding-window fixture (swa.q_rot, swa.k_rot)", async (e) => {
   const f = await readSafetensors(`${FIXTURES}/sliding_window.safetensors`);
-  const manifest = JSON.parse(await Deno.readTextFile(`${FIXTURES}/manifest.json`));
   const shape = f.tensors.get("swa.qkv")!.shape;
   const [B, L, , H, Dh] = shape;
   const qkv = tensorData(f, "swa.qkv") as Float32Array;
@@ -164,12 +164,12 @@ fixtureTest("rotaryQK: the sliding-window fixture (swa.q_rot, swa.k_rot)", async
   };
   for (const [p, name] of [[0, "q_rot"], [1, "k_rot"]] as const) {
     // the manifest's tolerance (fixture generator's bound from an fp32 re-run)
-    const t = manifest.tensors[`swa.${name}`].tolerance;
-    assertClose(name, part(p), Float64Array.from(tensorData(f, `swa.${name}`)), {
-      atol: t.atol,
-      rtol: t.rtol,
-      relL2: t.rel_l2,
-    });
+    assertClose(
+      name,
+      part(p),
+      Float64Array.from(tensorData(f, `swa.${name}`)),
+      fixtureTol(`swa.${name}`),
+    );
   }
   // v passes through unchanged
   const v = new Float64Array(B * L * H * Dh);

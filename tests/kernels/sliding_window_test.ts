@@ -8,10 +8,11 @@ import {
   checkFiniteDiff,
   dot,
   type F64,
+  fixtureManifest,
   FIXTURES,
   fixtureTest,
+  fixtureTol,
   gpuTest,
-  HAVE_FIXTURES,
   param,
   readF64,
   Rng,
@@ -24,13 +25,7 @@ import {
 // leave a ~5x margin while a wrong mask or window edge (an O(0.1) change) cannot pass.
 const TOL: Tol = { atol: 1e-5, rtol: 1e-4, relL2: 2e-6 };
 
-const manifest = HAVE_FIXTURES
-  ? JSON.parse(await Deno.readTextFile(`${FIXTURES}/manifest.json`))
-  : { tensors: {}, info: {} };
-const fixtureTol = (name: string): Tol => {
-  const t = manifest.tensors[name].tolerance;
-  return { atol: t.atol, rtol: t.rtol, relL2: t.rel_l2 };
-};
+const manifest = fixtureManifest();
 
 /** Rotary on the host, GPT-NeoX halves, tables [L, Dh/2]; `inverse` rotates by −θ (the backward). */
 function rotate(

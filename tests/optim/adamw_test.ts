@@ -6,7 +6,15 @@ import { AdamW } from "../../optim/adamw.ts";
 import { type AdamHyper, adamwStepRef } from "../../optim/adamw_ref.ts";
 import { moduleKindOf, paramGroup } from "../../optim/groups.ts";
 import { constantSchedule, lrAt, scheduleFromConfig } from "../../optim/schedule.ts";
-import { assertClose, FIXTURES, fixtureTest, gpuTest, Rng } from "../helpers.ts";
+import {
+  assertClose,
+  fixtureManifest,
+  FIXTURES,
+  fixtureTest,
+  fixtureTol,
+  gpuTest,
+  Rng,
+} from "../helpers.ts";
 
 // Awkward sizes (1, 3, odd, just over/under the 64-element alignment and the 256-thread
 // workgroup) in two groups, interleaved so that the store regroups them.
@@ -148,8 +156,7 @@ gpuTest("adamw: state() / loadState() round trip (both forms) and argument check
 fixtureTest(
   "adamw: step 1 on the tiny model matches model_adamw.safetensors step1.*",
   async (e) => {
-    const manifest = JSON.parse(await Deno.readTextFile(`${FIXTURES}/manifest.json`));
-    const info = manifest.info.model;
+    const info = fixtureManifest().info.model;
     const init = await readSafetensors(`${FIXTURES}/model_params_init.safetensors`);
     const grads = await readSafetensors(`${FIXTURES}/model_grads.safetensors`);
     const after = await readSafetensors(`${FIXTURES}/model_adamw.safetensors`);
@@ -184,12 +191,12 @@ fixtureTest(
     for (const n of names) {
       // the fixture's own tolerance (manifest tolerance_rule: params after AdamW steps:
       // atol ≥ 1e-3·lr, rel_l2 ≥ 1e-5, rtol 1e-4 — an f32 AdamW step is within these)
-      const tol = manifest.tensors[`step1.${n}`].tolerance;
-      assertClose(`step1.${n}`, values.get(n)!, tensorData(after, `step1.${n}`), {
-        atol: tol.atol,
-        rtol: tol.rtol,
-        relL2: tol.rel_l2,
-      });
+      assertClose(
+        `step1.${n}`,
+        values.get(n)!,
+        tensorData(after, `step1.${n}`),
+        fixtureTol(`step1.${n}`),
+      );
     }
     adam.destroy();
     store.destroy();

@@ -5,7 +5,15 @@ import { readSafetensors, tensorData } from "../../tensor/safetensors.ts";
 import { AdamW } from "../../optim/adamw.ts";
 import { adamwStepRef, clipCoefRef, globalNormRef } from "../../optim/adamw_ref.ts";
 import { CTL, GradClip } from "../../optim/clip.ts";
-import { assertClose, FIXTURES, fixtureTest, gpuTest, Rng } from "../helpers.ts";
+import {
+  assertClose,
+  fixtureManifest,
+  FIXTURES,
+  fixtureTest,
+  fixtureTol,
+  gpuTest,
+  Rng,
+} from "../helpers.ts";
 
 // awkward sizes; with maxChunkElements 3008 the store has several chunks, one of them
 // larger than one workgroup's share so that stage 1 uses several workgroups per chunk
@@ -177,11 +185,10 @@ gpuTest("clip: disabled (maxNorm Infinity) keeps coef 1; AdamW alone flags NaN",
 fixtureTest(
   "clip: norm of the tiny model's gradients matches model_adamw grad_norms[0]",
   async (e) => {
-    const manifest = JSON.parse(await Deno.readTextFile(`${FIXTURES}/manifest.json`));
     const init = await readSafetensors(`${FIXTURES}/model_params_init.safetensors`);
     const grads = await readSafetensors(`${FIXTURES}/model_grads.safetensors`);
     const adamw = await readSafetensors(`${FIXTURES}/model_adamw.safetensors`);
-    const names = manifest.info.model.param_order as string[];
+    const names = fixtureManifest().info.model.param_order as string[];
     const specs: ParamSpec[] = names.map((n, i) => ({
       name: n,
       shape: init.tensors.get(n)!.shape,
@@ -195,9 +202,8 @@ fixtureTest(
     const r = await clip.read();
     // grad_norms[0] is the norm before step 1 (the same gradients); the fixture's tolerance
     for (const key of ["grad_norms", "clip.grad_norms"]) {
-      const tol = manifest.tensors[key].tolerance;
       const ref = (tensorData(adamw, key) as Float32Array)[0];
-      assertClose(key, [r.norm], [ref], { atol: tol.atol, rtol: tol.rtol, relL2: tol.rel_l2 });
+      assertClose(key, [r.norm], [ref], fixtureTol(key));
     }
     // the fixture's norm is > 1, so clipping is active: coef = 1/(norm + 1e-6)
     assertClose("coef", [r.coef], [clipCoefRef(r.norm, 1.0)], { atol: 0, rtol: 3e-7 });
