@@ -88,12 +88,6 @@ interface TimingState {
   used: number;
 }
 
-/** Per-kernel-kind dispatch counts, for the profiler. */
-export interface DispatchRecord {
-  kernel: string;
-  count: number;
-}
-
 export class Engine {
   readonly device: GPUDevice;
   readonly info: GpuInfo;
@@ -116,7 +110,7 @@ export class Engine {
   /** dispatch counter since the last reset (profiling and tests) */
   dispatches = 0;
   submits = 0;
-  /** when set, counts dispatches per kernel name */
+  /** when set, counts dispatches per kernel name (tests check which kernel variant ran) */
   profile: Map<string, number> | null = null;
   #timing: TimingState | null = null;
 

@@ -188,7 +188,3 @@ export function keep<T extends Tensor>(t: T): T {
   for (const s of scopes) s.delete(t);
   return t;
 }
-
-export function newTensorIdForTests(): number {
-  return nextTensorId;
-}

@@ -11,7 +11,7 @@
  * files validate, and says which.
  */
 import { basename, join } from "node:path";
-import { BasedError, formatBytes } from "../tensor/errors.ts";
+import { BasedError } from "../tensor/errors.ts";
 import {
   parseSafetensors,
   serializeSafetensors,
@@ -314,5 +314,3 @@ export async function latestCheckpoint(
   }
   return found;
 }
-
-export { formatBytes };
