@@ -4,7 +4,7 @@
  */
 import { join, resolve } from "node:path";
 import { BasedError } from "../tensor/errors.ts";
-import type { Config } from "../config/mod.ts";
+import { cfgGet, cfgInt, cfgMap, cfgNum, type Config } from "../config/mod.ts";
 import { checkSequenceLength } from "./preflight.ts";
 
 export interface TrainSettings {
@@ -44,37 +44,8 @@ export interface TrainSettings {
 
 type Obj = Record<string, unknown>;
 
-function at(cfg: Obj, path: string): unknown {
-  let v: unknown = cfg;
-  for (const k of path.split(".")) {
-    if (v === null || typeof v !== "object") return undefined;
-    v = (v as Obj)[k];
-  }
-  return v;
-}
-
-function num(cfg: Obj, path: string, def?: number): number {
-  const v = at(cfg, path);
-  if (v === undefined || v === null) {
-    if (def === undefined) throw new BasedError(`config key ${path} is required`);
-    return def;
-  }
-  if (typeof v !== "number" || Number.isNaN(v)) {
-    throw new BasedError(`config key ${path} must be a number, got ${JSON.stringify(v)}`);
-  }
-  return v;
-}
-
-function int(cfg: Obj, path: string, def?: number): number {
-  const v = num(cfg, path, def);
-  if (!Number.isInteger(v)) throw new BasedError(`config key ${path} must be an integer, got ${v}`);
-  return v;
-}
-
-function obj(cfg: Obj, path: string): Obj {
-  const v = at(cfg, path);
-  return v && typeof v === "object" && !Array.isArray(v) ? (v as Obj) : {};
-}
+/** The value at a dotted key, undefined when absent. */
+const at = (cfg: Config, path: string): unknown => cfgGet<unknown>(cfg, path, undefined);
 
 /** Lightning's limit_*_batches: 1.0 = all, other floats a fraction, ints a count. */
 function limitBatches(v: unknown, total: number | undefined): number | undefined {
@@ -87,12 +58,12 @@ function limitBatches(v: unknown, total: number | undefined): number | undefined
 }
 
 export function readSettings(cfg: Config, cwd: string): TrainSettings {
-  const c = cfg as Obj;
-  const accumulate = int(c, "trainer.accumulate_grad_batches", 1);
+  const c = cfg;
+  const accumulate = cfgInt(c, "trainer.accumulate_grad_batches", 1);
   if (accumulate < 1) {
     throw new BasedError(`trainer.accumulate_grad_batches must be ≥ 1, got ${accumulate}`);
   }
-  const vci = num(c, "trainer.val_check_interval", 1.0);
+  const vci = cfgNum(c, "trainer.val_check_interval", 1.0);
   // counted in micro-batches (spec §4.5); fractions of an epoch are resolved by the loop's caller
   const valEvery = Number.isInteger(vci) && vci >= 1
     ? Math.max(1, Math.round(vci / accumulate))
@@ -109,23 +80,23 @@ export function readSettings(cfg: Config, cwd: string): TrainSettings {
     );
   }
   const clip = at(c, "trainer.gradient_clip_val");
-  const topK = int(c, "callbacks.model_checkpoint.save_top_k", 1);
-  const maxLength = int(c, "datamodule.max_length");
-  checkSequenceLength(obj(c, "model.config"), maxLength);
+  const topK = cfgInt(c, "callbacks.model_checkpoint.save_top_k", 1);
+  const maxLength = cfgInt(c, "datamodule.max_length");
+  checkSequenceLength(cfgMap(c, "model.config", {}) as Obj, maxLength);
   return {
     seed: typeof seed === "number" ? seed : 0,
     dataSeed: typeof seed === "number" ? seed : 0,
     maxLength,
-    batchSize: int(c, "datamodule.batch_size"),
-    batchSizeEval: int(c, "datamodule.batch_size_eval", int(c, "datamodule.batch_size")),
+    batchSize: cfgInt(c, "datamodule.batch_size"),
+    batchSizeEval: cfgInt(c, "datamodule.batch_size_eval", cfgInt(c, "datamodule.batch_size")),
     accumulate,
-    devices: int(c, "trainer.devices", 1),
-    maxSteps: int(c, "trainer.max_steps"),
+    devices: cfgInt(c, "trainer.devices", 1),
+    maxSteps: cfgInt(c, "trainer.max_steps"),
     valEvery,
     limitValBatches: limitBatches(at(c, "trainer.limit_val_batches"), undefined),
     limitTestBatches: limitBatches(at(c, "trainer.limit_test_batches"), undefined),
-    logEvery: Math.max(1, int(c, "trainer.log_every_n_steps", 50)),
-    ckptEvery: int(c, "callbacks.model_checkpoint.every_n_train_steps", 0),
+    logEvery: Math.max(1, cfgInt(c, "trainer.log_every_n_steps", 50)),
+    ckptEvery: cfgInt(c, "callbacks.model_checkpoint.every_n_train_steps", 0),
     keepCheckpoints: Math.max(2, topK + 1),
     checkpointDir: resolve(
       cwd,
@@ -137,16 +108,16 @@ export function readSettings(cfg: Config, cwd: string): TrainSettings {
     ),
     resume: Boolean(at(c, "resume")),
     doTest: Boolean(at(c, "do_test") ?? true) && Boolean(at(c, "test_after_training") ?? true),
-    lr: num(c, "train.optimizer.lr"),
+    lr: cfgNum(c, "train.optimizer.lr"),
     betas: betas as [number, number],
-    eps: num(c, "train.optimizer.eps", 1e-8),
-    weightDecay: num(c, "train.optimizer.weight_decay", 0),
-    scheduler: obj(c, "train.scheduler"),
+    eps: cfgNum(c, "train.optimizer.eps", 1e-8),
+    weightDecay: cfgNum(c, "train.optimizer.weight_decay", 0),
+    scheduler: cfgMap(c, "train.scheduler", {}) as Obj,
     grouping: at(c, "train.optimizer_param_grouping") == null
       ? null
-      : obj(c, "train.optimizer_param_grouping"),
+      : cfgMap(c, "train.optimizer_param_grouping", {}) as Obj,
     clipNorm: typeof clip === "number" && clip > 0 ? clip : Infinity,
-    modelConfig: obj(c, "model.config"),
+    modelConfig: cfgMap(c, "model.config", {}) as Obj,
     quiet: Boolean(at(c, "quiet")),
     profile: Boolean(at(c, "profile")),
     precision: String(at(c, "trainer.precision") ?? "32"),
