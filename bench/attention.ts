@@ -7,15 +7,15 @@
  *
  *   deno run -A bench/attention.ts [views=quadratic,chunked,cumsum] [lengths=512,2048] [B=8] [H=16]
  */
-import { defineKernel, type Engine, initEngine } from "../tensor/engine.ts";
+import { type Engine, initEngine } from "../tensor/engine.ts";
 import { formatBytes } from "../tensor/errors.ts";
 import { backward, noGrad } from "../tensor/tape.ts";
 import type { Tensor } from "../tensor/tensor.ts";
 import { CHUNK, linearAttention, type LinearAttentionView } from "../kernels/linear_attention.ts";
 import * as ref from "../kernels/linear_attention_ref.ts";
 import { slidingWindowAttention } from "../kernels/sliding_window.ts";
-import { grid1d } from "../kernels/wgsl.ts";
 import { median } from "./report.ts";
+import { randomTensor } from "./random.ts";
 
 export interface AttentionBenchRow {
   view: LinearAttentionView | "sliding_window";
@@ -27,30 +27,9 @@ export interface AttentionBenchRow {
 const F = 16;
 const D = 64;
 
-/** Uniform values of variance std² from a hash of (index, seed): fresh inputs without a host RNG. */
-const RANDOM = defineKernel({
-  name: "bench_random_uniform",
-  params: { n: "u32", seed: "u32", sd: "f32" },
-  bindings: { out: "rw" },
-  code: /* wgsl */ `
-fn pcg(x: u32) -> u32 {
-  let s = x * 747796405u + 2891336453u;
-  let w = ((s >> ((s >> 28u) + 4u)) ^ s) * 277803737u;
-  return (w >> 22u) ^ w;
-}
-@compute @workgroup_size(256)
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-        @builtin(local_invocation_index) lid: u32) {
-  let i = (wid.y * nwg.x + wid.x) * 256u + lid;
-  if (i >= P.n) { return; }
-  let u = f32(pcg(i ^ pcg(P.seed))) * 2.3283064e-10;
-  out[i] = (2.0 * u - 1.0) * 1.7320508 * P.sd;
-}`,
-});
-
+/** Uniform values of unit variance: fresh inputs made on the GPU. */
 function random(e: Engine, shape: number[], seed: number, grad = false): Tensor {
-  const t = e.empty(shape);
-  e.run(RANDOM, { out: t }, { n: t.size, seed, sd: 1 }, grid1d(t.size));
+  const t = randomTensor(e, shape, seed, Math.sqrt(3));
   t.requiresGrad = grad;
   return t;
 }

@@ -13,6 +13,7 @@ import { add, swiglu } from "../kernels/elementwise.ts";
 import { addRmsNorm } from "../kernels/rmsnorm.ts";
 import { crossEntropyRows } from "../kernels/cross_entropy.ts";
 import { median } from "./report.ts";
+import { randomTensor } from "./random.ts";
 import { Random } from "../tensor/random.ts";
 
 export interface BandwidthRow {
@@ -20,24 +21,6 @@ export interface BandwidthRow {
   bytes: number;
   ms: number;
   tbps: number;
-}
-
-function randomTensor(e: Engine, shape: number[], rng: Random, scale = 1): Tensor {
-  const n = shape.reduce((a, b) => a * b, 1);
-  // a random block repeated: uploads stay small, values are not zeros
-  const block = new Float32Array(Math.min(n, 1 << 20));
-  rng.fillNormal(block, scale);
-  const t = e.empty(shape);
-  for (let off = 0; off < n; off += block.length) {
-    e.device.queue.writeBuffer(
-      t.buffer,
-      t.byteOffset + off * 4,
-      block as Float32Array<ArrayBuffer>,
-      0,
-      Math.min(block.length, n - off),
-    );
-  }
-  return t;
 }
 
 async function time(e: Engine, fn: () => void, reps = 7): Promise<number> {
@@ -61,7 +44,7 @@ export async function benchBandwidth(
     // elementwise: 3 arrays of N floats
     {
       const N = tokens * 4096;
-      const a = randomTensor(e, [N], rng), b = randomTensor(e, [N], rng);
+      const a = randomTensor(e, [N], 1), b = randomTensor(e, [N], 2);
       let y: Tensor | null = null;
       const ms = await time(e, () => {
         y?.dispose();
@@ -80,8 +63,8 @@ export async function benchBandwidth(
     // residual add + RMSNorm: read x, residual; write sum, normed (+ r per row)
     {
       const D = 1024;
-      const x = randomTensor(e, [tokens, D], rng), res = randomTensor(e, [tokens, D], rng);
-      const w = randomTensor(e, [D], rng);
+      const x = randomTensor(e, [tokens, D], 3), res = randomTensor(e, [tokens, D], 4);
+      const w = randomTensor(e, [D], 5);
       let o: Tensor[] = [];
       const ms = await time(e, () => {
         for (const t of o) t.dispose();
@@ -94,7 +77,7 @@ export async function benchBandwidth(
     {
       const V = 50264,
         R = opts.quick ? 64 : Math.min(4096, Math.floor(e.maxBinding / (V * 4) / 64) * 64);
-      const logits = randomTensor(e, [R, V], rng, 3);
+      const logits = randomTensor(e, [R, V], 6, 3);
       const labels = e.tensor(Int32Array.from({ length: R }, () => rng.int(50257)), [R], "i32");
       const loss = e.empty([R]);
       const ms = await time(e, () => crossEntropyRows(logits, labels, loss, { gradScale: 1 / R }));

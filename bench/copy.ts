@@ -1,7 +1,7 @@
 /** Device-to-device copy bandwidth through a vec4 WGSL copy kernel. */
 import { defineKernel, type Engine } from "../tensor/engine.ts";
-import { grid1d } from "../kernels/wgsl.ts";
 import { median } from "./report.ts";
+import { randomTensor } from "./random.ts";
 
 const COPY4 = defineKernel({
   name: "bench_copy_vec4",
@@ -38,21 +38,8 @@ export async function benchCopy(
 ): Promise<CopyResult> {
   const bytes = Math.min(opts.bytes ?? 1 << 30, Math.floor(e.maxBinding / 16) * 16);
   const n = bytes / 4;
-  const src = e.empty([n]);
   const dst = e.empty([n]);
-  // fill the source with non-zero data (never time zeros)
-  const fillK = defineKernel({
-    name: "bench_fill_iota",
-    params: { n: "u32" },
-    bindings: { x: "rw" },
-    code: `@compute @workgroup_size(256)
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-        @builtin(local_invocation_index) lid: u32) {
-  let i = (wid.y * nwg.x + wid.x) * 256u + lid;
-  if (i < P.n) { x[i] = f32(i % 1000u) * 0.5 + 1.0; }
-}`,
-  });
-  e.run(fillK, { x: src }, { n }, grid1d(n));
+  const src = randomTensor(e, [n], 7); // never time zeros
   const n4 = n / 4;
   const groups = Math.min(Math.ceil(n4 / 256 / 4), 65535 * 4);
   const grid: [number, number, number] = groups > 65535

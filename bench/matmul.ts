@@ -7,8 +7,7 @@
  * before it is timed. Times are GPU timestamps around many recorded
  * dispatches; the median of the repeats is reported.
  */
-import { defineKernel, type Engine } from "../tensor/engine.ts";
-import type { Tensor } from "../tensor/tensor.ts";
+import type { Engine } from "../tensor/engine.ts";
 import {
   configName,
   gemm,
@@ -16,8 +15,8 @@ import {
   type MatmulConfig,
   selectMatmulConfig,
 } from "../kernels/matmul.ts";
-import { grid1d } from "../kernels/wgsl.ts";
 import { median } from "./report.ts";
+import { randomTensor, valueJs } from "./random.ts";
 
 export interface MatmulBenchRow {
   name: string;
@@ -72,50 +71,6 @@ export function defaultMatmulSizes(maxBinding = 2 ** 31): { name: string; size: 
 
 // ------------------------------------------------------------------ inputs
 
-/** lowbias32 (Chris Wellons): a good 32-bit integer hash, identical in WGSL and JS. */
-const HASH_WGSL = /* wgsl */ `
-fn hash(x0: u32) -> u32 {
-  var x = x0;
-  x ^= x >> 16u; x *= 0x7feb352du;
-  x ^= x >> 15u; x *= 0x846ca68bu;
-  x ^= x >> 16u;
-  return x;
-}`;
-
-function hashJs(x0: number): number {
-  let x = x0 >>> 0;
-  x ^= x >>> 16;
-  x = Math.imul(x, 0x7feb352d) >>> 0;
-  x ^= x >>> 15;
-  x = Math.imul(x, 0x846ca68b) >>> 0;
-  x ^= x >>> 16;
-  return x >>> 0;
-}
-
-/** Element i of the input with this seed: a multiple of 2⁻²³ in [-1, 1), exact in f32. */
-function valueJs(seed: number, i: number): number {
-  return (hashJs((i ^ Math.imul(seed, 0x9e3779b9)) >>> 0) >>> 8) * 2 ** -23 - 1;
-}
-
-const FILL = defineKernel({
-  name: "bench_fill_hash",
-  params: { n: "u32", seed: "u32" },
-  bindings: { x: "rw" },
-  code: `${HASH_WGSL}
-@compute @workgroup_size(256)
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-        @builtin(local_invocation_index) lid: u32) {
-  let i = (wid.y * nwg.x + wid.x) * 256u + lid;
-  if (i < P.n) { x[i] = f32(hash(i ^ (P.seed * 0x9e3779b9u)) >> 8u) * exp2(-23.0) - 1.0; }
-}`,
-});
-
-function randomTensor(e: Engine, n: number, seed: number): Tensor {
-  const t = e.empty([n]);
-  e.run(FILL, { x: t }, { n, seed }, grid1d(n));
-  return t;
-}
-
 // ------------------------------------------------------------------ timing
 
 let seedCounter = 1;
@@ -132,8 +87,8 @@ export async function timeGemm(
 ): Promise<{ ms: number; tflops: number; config: string }> {
   const { m, n, k, transA, transB } = s;
   const seedA = seedCounter++, seedB = seedCounter++;
-  const a = randomTensor(e, m * k, seedA);
-  const b = randomTensor(e, k * n, seedB);
+  const a = randomTensor(e, [m * k], seedA);
+  const b = randomTensor(e, [k * n], seedB);
   const c = e.empty([m, n]);
   const cfg = opts.config ?? selectMatmulConfig(e, s);
   const call = () => gemm(c, a, b, { m, n, k, transA, transB, config: cfg });
