@@ -7,13 +7,12 @@
  * Because the gradient is formed in the forward pass, this op must be the
  * root of backward, and its gradient scale is fixed when it runs.
  */
-import { ACCUMULATED, isGradEnabled, leafGrad, record } from "../tensor/tape.ts";
+import { ACCUMULATED, isGradEnabled, leafGrad, noGrad, record } from "../tensor/tape.ts";
 import type { Tensor } from "../tensor/tensor.ts";
 import { gemm } from "../kernels/matmul.ts";
 import { crossEntropyRows } from "../kernels/cross_entropy.ts";
 import { sumAll } from "../kernels/reduce.ts";
 import { scale } from "../kernels/elementwise.ts";
-import { noGrad } from "../tensor/tape.ts";
 
 /** Rows per chunk: keeps the logits chunk under ~1/2 of the max binding, rows a multiple of 64. */
 export function headChunkRows(maxBinding: number, vocab: number, rows: number): number {
