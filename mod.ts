@@ -44,7 +44,7 @@ export {
   type LinearAttentionView,
   resolveView,
   taylorFeatureMap,
-} from "./kernels/linear_attention.ts";
+} from "./kernels/linear_attention/mod.ts";
 export { slidingWindowAttention } from "./kernels/sliding_window.ts";
 
 // model

@@ -16,7 +16,7 @@ import { benchStep } from "./step.ts";
 import { configName, matmulConfigs, matmulKey, setMatmulConfig } from "../kernels/matmul/mod.ts";
 import { loadTuningCache, saveTuningCache } from "../kernels/matmul/mod.ts";
 import { lineChart } from "../train/svg.ts";
-import type { LinearAttentionView } from "../kernels/linear_attention.ts";
+import type { LinearAttentionView } from "../kernels/linear_attention/mod.ts";
 
 export interface BenchOptions {
   only?: string;

@@ -23,7 +23,7 @@ import {
   linearAttentionForward,
   type LinearAttentionView,
   taylorFeatureMap,
-} from "../kernels/linear_attention.ts";
+} from "../kernels/linear_attention/mod.ts";
 import { slidingWindowAttention } from "../kernels/sliding_window.ts";
 import { rotaryQK } from "../kernels/rotary.ts";
 import { causalConv1d } from "../kernels/conv1d.ts";

@@ -42,12 +42,12 @@
  * gz_i = −(gy_i·y_i)·r_i, the augmented vectors v' = [v | 1], g' = [go | gz]
  * turn the normalised attention into an un-normalised one with D+1 columns.
  */
-import { defineKernel, type Engine, engine, type Kernel } from "../tensor/engine.ts";
-import { BasedError } from "../tensor/errors.ts";
-import { keep, shapeStr, type Tensor } from "../tensor/tensor.ts";
-import { record } from "../tensor/tape.ts";
-import { fill } from "./elementwise.ts";
-import { ENTRY_1D, grid1d, LINEAR_ID, MAX_GRID } from "./wgsl.ts";
+import { defineKernel, type Engine, engine, type Kernel } from "../../tensor/engine.ts";
+import { BasedError } from "../../tensor/errors.ts";
+import { keep, shapeStr, type Tensor } from "../../tensor/tensor.ts";
+import { record } from "../../tensor/tape.ts";
+import { fill } from "../elementwise.ts";
+import { ENTRY_1D, grid1d, LINEAR_ID, MAX_GRID } from "../wgsl.ts";
 
 export type LinearAttentionView = "quadratic" | "chunked" | "cumsum";
 
