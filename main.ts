@@ -4,9 +4,9 @@
  *   based info | bench | parity DIR | eval | generate | plot RUN_DIR
  */
 import { Command } from "commander";
-import { BasedError } from "./tensor/errors.ts";
+import { BasedError } from "./errors.ts";
 import { initEngine } from "./tensor/engine.ts";
-import { formatBytes } from "./tensor/errors.ts";
+import { formatBytes } from "./errors.ts";
 
 const program = new Command("based")
   .description("Deno-native trainer for Based linear-attention language models (WebGPU)")

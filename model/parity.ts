@@ -9,7 +9,7 @@
  */
 import { join } from "node:path";
 import type { Engine } from "../tensor/engine.ts";
-import { BasedError } from "../tensor/errors.ts";
+import { BasedError } from "../errors.ts";
 import { parseSafetensors, type SafeFile, tensorData } from "../tensor/safetensors.ts";
 import { backward, clearTape, noGrad } from "../tensor/tape.ts";
 import { type Tensor, tidy } from "../tensor/tensor.ts";

@@ -41,7 +41,7 @@
  *   `--print` only prints the variables.
  * tools/pin_probe.sh tries every strategy on a machine with several GPUs.
  */
-import { BasedError } from "../tensor/errors.ts";
+import { BasedError } from "../errors.ts";
 import { detectLaunch, type Env } from "./launch.ts";
 
 export const STRATEGIES = [
