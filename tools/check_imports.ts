@@ -100,10 +100,15 @@ function layerOf(path: string): string | undefined {
   return Object.keys(LAYERS).find((l) => l.endsWith("/") ? path.startsWith(l) : path === l);
 }
 
-/** Imports that leave a layer for somewhere it may not go. */
+/** Imports that leave a layer for somewhere it may not go, or reach into the lab code (dev/). */
 export function layerViolations(graph: Map<string, string[]>): string[] {
   const bad: string[] = [];
   for (const [from, tos] of graph) {
+    if (!from.startsWith("dev/")) {
+      for (const to of tos.filter((t) => t.startsWith("dev/"))) {
+        bad.push(`${from} imports ${to} (dev/ is lab code: nothing outside it may import it)`);
+      }
+    }
     const layer = layerOf(from);
     if (layer === undefined) continue;
     for (const to of tos) {
