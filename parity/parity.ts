@@ -14,10 +14,10 @@ import { parseSafetensors, type SafeFile, tensorData } from "../tensor/safetenso
 import { backward, clearTape, noGrad } from "../tensor/tape.ts";
 import { type Tensor, tidy } from "../tensor/tensor.ts";
 import { ParamStore } from "../tensor/params.ts";
-import { type MixerConfig, modelConfigFromCfg } from "./config.ts";
-import { BasedLM, EMBEDDING } from "./based.ts";
-import { baseConv, linearAttentionMixer, slidingMixer } from "./mixers.ts";
-import { declareParams } from "./params.ts";
+import { type MixerConfig, modelConfigFromCfg } from "../model/config.ts";
+import { BasedLM, EMBEDDING } from "../model/based.ts";
+import { baseConv, linearAttentionMixer, slidingMixer } from "../model/mixers.ts";
+import { declareParams } from "../model/params.ts";
 import {
   linearAttention,
   linearAttentionForward,
