@@ -8,6 +8,7 @@
  */
 import { Command, CommanderError } from "commander";
 import { BasedError } from "./tensor/errors.ts";
+import { oneLineErrors } from "./cli/options.ts";
 import { infoCommand } from "./cli/info.ts";
 import { trainCommand } from "./cli/train.ts";
 import { evalCommand } from "./cli/eval.ts";
@@ -19,9 +20,7 @@ import { plotCommand } from "./cli/plot.ts";
 const program = new Command("based")
   .description("Deno-native trainer for Based linear-attention language models (WebGPU)")
   .exitOverride() // usage errors throw (one line printed, see cli/options.ts), caught below
-  .configureOutput({
-    outputError: (s, write) => write(`${s.trimEnd()} (see 'based --help')\n`),
-  });
+  .configureOutput(oneLineErrors("based"));
 for (
   const add of [
     infoCommand,

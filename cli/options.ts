@@ -81,9 +81,17 @@ export function choices(allowed: readonly string[]): Parser<string[]> {
  * `error: unknown option '--x' (see 'based eval --help')`.
  */
 export function subcommand(program: Command, name: string): Command {
-  return program.command(name).configureOutput({
-    outputError: (s, write) => write(`${s.trimEnd()} (see 'based ${name} --help')\n`),
-  });
+  return program.command(name).configureOutput(oneLineErrors(`based ${name}`));
+}
+
+/** commander's error output as one line (its suggestions folded in) and a --help pointer. */
+export function oneLineErrors(
+  cmd: string,
+): { outputError: (s: string, w: (s: string) => void) => void } {
+  return {
+    outputError: (s, write) =>
+      write(`${s.trim().replace(/\s*\n\s*/g, " ")} (see '${cmd} --help')\n`),
+  };
 }
 
 /** The config composed from `key=value` overrides (and a --config-dir searched first). */
