@@ -15,7 +15,7 @@ export function parityCommand(program: Command): void {
     .action(async (dir: string, opts: { view: string; filter?: string }) => {
       const { initEngine } = await import("../tensor/engine.ts");
       const { runParity } = await import("../model/parity.ts");
-      const { resolveView } = await import("../kernels/linear_attention.ts");
+      const { resolveView } = await import("../kernels/linear_attention/mod.ts");
       const views = [...new Set(opts.view.split(",").map((v) => resolveView(v.trim())))];
       const e = await initEngine();
       console.log(`parity: ${dir} on ${e.info.name}`);
