@@ -25,7 +25,7 @@ import { ensureWritableDir, latestCheckpoint, saveCheckpoint } from "./checkpoin
 import { MetricsLog, writePlots } from "./metrics.ts";
 import { formatProfile, Progress, stepLine } from "./progress.ts";
 import { loadTuningCache } from "../kernels/matmul/mod.ts";
-import { readSettings, type TrainSettings } from "./settings.ts";
+import { batchCount, readSettings, type TrainSettings } from "./settings.ts";
 import { DataParallel } from "../parallel/data_parallel.ts";
 import { bindingLimitError, checkTokenIds, isBindingLimitError } from "./preflight.ts";
 
@@ -118,6 +118,18 @@ export async function train(cfg: Config, opts: TrainOptions = {}): Promise<Train
       "use a larger corpus or a smaller datamodule.max_length",
     );
   }
+
+  // trainer.limit_*_batches as batch counts (undefined: the whole split; 0: none)
+  const valBatches = batchCount(
+    S.limitValBatches,
+    Math.ceil(dm.validation.length / S.batchSizeEval),
+    "trainer.limit_val_batches",
+  );
+  const testBatches = batchCount(
+    S.limitTestBatches,
+    Math.ceil(dm.test.length / S.batchSizeEval),
+    "trainer.limit_test_batches",
+  );
 
   // ---- model and optimizer
   const mc = modelConfigFromCfg(S.modelConfig, L);
@@ -295,10 +307,10 @@ export async function train(cfg: Config, opts: TrainOptions = {}): Promise<Train
         stepsSinceLog = 0;
         tokensSinceLog = 0;
       }
-      if (root && S.valEvery > 0 && step % S.valEvery === 0) {
+      if (root && S.valEvery > 0 && step % S.valEvery === 0 && valBatches !== 0) {
         const r = await evaluate(e, model, dm.validation, {
           batchSize: S.batchSizeEval,
-          limitBatches: S.limitValBatches,
+          limitBatches: valBatches,
           seqLen: L,
         });
         val.push({ step, loss: r.loss, ppl: r.ppl });
@@ -329,10 +341,10 @@ export async function train(cfg: Config, opts: TrainOptions = {}): Promise<Train
     lossSum.dispose();
   }
   let test: TrainResult["test"];
-  if (root && step >= S.maxSteps && S.doTest) {
+  if (root && step >= S.maxSteps && S.doTest && testBatches !== 0) {
     const r = await evaluate(e, model, dm.test, {
       batchSize: S.batchSizeEval,
-      limitBatches: S.limitTestBatches,
+      limitBatches: testBatches,
       seqLen: L,
     });
     test = { loss: r.loss, ppl: r.ppl };

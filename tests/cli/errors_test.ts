@@ -26,7 +26,7 @@ const TINY = [
   "trainer.max_steps=4",
   "train.scheduler.warmup_t=2",
   "trainer.log_every_n_steps=1",
-  "trainer.limit_val_batches=2", // (1 would mean the whole split: 1 and 1.0 read the same)
+  "trainer.limit_val_batches=2",
   "trainer.limit_test_batches=2",
 ];
 
