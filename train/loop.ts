@@ -22,6 +22,7 @@ import { type Config, toYaml } from "../config/mod.ts";
 import { loadDataModule } from "../data/datamodule.ts";
 import { type LMDataset, TrainSampler } from "../data/lm_dataset.ts";
 import { ensureWritableDir, latestCheckpoint, saveCheckpoint } from "./checkpoint.ts";
+import { checkShapes } from "./integrity.ts";
 import { MetricsLog, writePlots } from "./metrics.ts";
 import { formatProfile, Progress, stepLine } from "./progress.ts";
 import { loadTuningCache } from "../kernels/matmul/mod.ts";
@@ -170,6 +171,7 @@ export async function train(cfg: Config, opts: TrainOptions = {}): Promise<Train
   if (S.resume) {
     const ck = await latestCheckpoint(S.checkpointDir, log);
     if (ck) {
+      checkShapes(ck.dir, model.store.params, ck.shapes.weights, ck.shapes.optimizer);
       model.store.load(ck.weights);
       adam.loadState(ck.optimizer, ck.state.optimizer as { step: number });
       sampler.restore(ck.state.data as ReturnType<TrainSampler["state"]>);
