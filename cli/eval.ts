@@ -31,7 +31,7 @@ export function evalCommand(program: Command): void {
 
 async function runEval(overrides: string[], opts: EvalOptions): Promise<void> {
   const { initEngine } = await import("../tensor/engine.ts");
-  const { BasedError } = await import("../tensor/errors.ts");
+  const { BasedError } = await import("../errors.ts");
   const { findCheckpoint, modelFromCheckpoint } = await import("../train/restore.ts");
   const { evaluate } = await import("../train/loop.ts");
   const { loadDataModule } = await import("../data/datamodule.ts");

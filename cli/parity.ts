@@ -14,7 +14,7 @@ export function parityCommand(program: Command): void {
     .option("--filter <text>", "only cases whose name contains this")
     .action(async (dir: string, opts: { view: string; filter?: string }) => {
       const { initEngine } = await import("../tensor/engine.ts");
-      const { runParity } = await import("../model/parity.ts");
+      const { runParity } = await import("../parity/parity.ts");
       const { resolveView } = await import("../kernels/linear_attention/mod.ts");
       const views = [...new Set(opts.view.split(",").map((v) => resolveView(v.trim())))];
       const e = await initEngine();

@@ -12,7 +12,7 @@
  * files validate, and says which.
  */
 import { basename, join } from "node:path";
-import { BasedError } from "../tensor/errors.ts";
+import { BasedError } from "../errors.ts";
 import { serializeSafetensors, type TensorToWrite } from "../tensor/safetensors.ts";
 import { checksumFile, type FileChecksum, readVerified } from "./integrity.ts";
 

@@ -6,7 +6,7 @@
  * builds. Each failure is one line naming the file and the tensor.
  */
 import { join } from "node:path";
-import { BasedError } from "../tensor/errors.ts";
+import { BasedError } from "../errors.ts";
 import { hash64 } from "../tensor/hash64.ts";
 import { parseSafetensors, tensorData } from "../tensor/safetensors.ts";
 

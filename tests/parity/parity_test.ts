@@ -7,8 +7,8 @@
 import { FIXTURES, gpuTest } from "../helpers.ts";
 import { deepStrictEqual as assertEquals, ok as assert, rejects } from "node:assert/strict";
 import { join } from "node:path";
-import { formatCase, runParity } from "../../model/parity.ts";
-import { BasedError } from "../../tensor/errors.ts";
+import { formatCase, runParity } from "../../parity/parity.ts";
+import { BasedError } from "../../errors.ts";
 
 let present = true;
 try {
