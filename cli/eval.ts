@@ -40,12 +40,17 @@ async function runEval(overrides: string[], opts: EvalOptions): Promise<void> {
   const ck = await findCheckpoint(opts.checkpoint);
   const { model, cfg } = modelFromCheckpoint(e, ck);
   const c = applyOverrides(cfg, overrides);
+  const L = cfgInt(c, "datamodule.max_length");
+  const bs = cfgInt(c, "datamodule.batch_size_eval", cfgInt(c, "datamodule.batch_size"));
+  for (
+    const [k, v] of [["datamodule.batch_size_eval", bs], ["datamodule.max_length", L]] as const
+  ) {
+    if (v < 1) throw new BasedError(`${k} must be ≥ 1, got ${v}`);
+  }
   const dm = await loadDataModule(
     (c as Record<string, Record<string, unknown>>).datamodule,
     { cwd: Deno.cwd(), log: console.log, splits: opts.split },
   );
-  const L = cfgInt(c, "datamodule.max_length");
-  const bs = cfgInt(c, "datamodule.batch_size_eval", cfgInt(c, "datamodule.batch_size"));
   console.log(`checkpoint ${ck.dir} (step ${ck.state.step}) on ${e.info.name}`);
   for (const split of opts.split) {
     const ds = split === "test" ? dm.test : split === "train" ? dm.train : dm.validation;
