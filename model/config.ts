@@ -116,6 +116,15 @@ function mixerConfig(
   };
 }
 
+/** A positive integer (the model's sizes); `where.key` is named when it is not. */
+function size(o: Obj, key: string, def?: number, where = "model.config"): number {
+  const v = num(o, key, def, where);
+  if (!Number.isInteger(v) || v < 1) {
+    throw new BasedError(`${where}.${key} must be a positive integer, got ${v}`);
+  }
+  return v;
+}
+
 function viewOf(name: string, where: string): LinearAttentionView {
   try {
     return resolveView(name);
@@ -129,12 +138,12 @@ function viewOf(name: string, where: string): LinearAttentionView {
  * Builds the model configuration from `model.config` (`based/models/gpt.py`, docs/reference.md).
  */
 export function modelConfigFromCfg(c: Obj, maxLength?: number): BasedConfig {
-  const nEmbd = num(c, "n_embd");
-  const nLayer = num(c, "n_layer");
-  const nHead = num(c, "n_head", 12);
-  const nInner = c.n_inner == null ? 4 * nEmbd : num(c, "n_inner");
-  const vocabSize = num(c, "vocab_size", 50257);
-  const pad = num(c, "pad_vocab_size_multiple", 1);
+  const nEmbd = size(c, "n_embd");
+  const nLayer = size(c, "n_layer");
+  const nHead = size(c, "n_head", 12);
+  const nInner = c.n_inner == null ? 4 * nEmbd : size(c, "n_inner");
+  const vocabSize = size(c, "vocab_size", 50257);
+  const pad = size(c, "pad_vocab_size_multiple", 1);
   const alt1 = (c.alt_mixer_layers as number[] | undefined) ?? [];
   const alt2 = (c.alt_mixer_2_layers as number[] | undefined) ?? [];
   const base = mixerConfig(c, "mixer", "mha", nEmbd, nHead);
@@ -152,14 +161,39 @@ export function modelConfigFromCfg(c: Obj, maxLength?: number): BasedConfig {
       "use swiglu",
     );
   }
-  for (const l of layers) {
-    if (l.kind === "linear" && l.headDim * l.numHeads !== nEmbd) {
-      throw new BasedError(`linear attention: num_heads x head_dim must equal n_embd (${nEmbd})`);
+  const rotaryFraction = num(c, "rotary_emb_fraction", 1);
+  const mixers: [MixerConfig | null, string][] = [
+    [base, "model.config.mixer"],
+    [a1, "model.config.alt_mixer"],
+    [a2, "model.config.alt_mixer_2"],
+  ];
+  for (const [l, where] of mixers) {
+    if (!l || !layers.includes(l)) continue;
+    for (const [k, v] of [["num_heads", l.numHeads], ["feature_dim", l.featureDim]] as const) {
+      if (!Number.isInteger(v) || v < 1) {
+        throw new BasedError(`${where}.${k} must be a positive integer, got ${v}`);
+      }
     }
-    if ((l.kind === "slide" || l.kind === "mha") && nEmbd % l.numHeads !== 0) {
+    if (l.kind === "linear" && l.headDim * l.numHeads !== nEmbd) {
       throw new BasedError(
-        `attention: n_embd ${nEmbd} is not divisible by num_heads ${l.numHeads}`,
+        `${where}: num_heads ${l.numHeads} × head_dim ${l.headDim} must equal ` +
+          `model.config.n_embd ${nEmbd}`,
+        `set model.config.n_embd to a multiple of ${l.numHeads}, or ${where}.num_heads to a ` +
+          `divisor of ${nEmbd}`,
       );
+    }
+    if (l.kind === "slide" || l.kind === "mha") {
+      const dh = nEmbd / l.numHeads, rd = Math.round(dh * rotaryFraction);
+      if (!Number.isInteger(dh) || rd < 2 || rd % 2 || rd > dh) {
+        throw new BasedError(
+          `model.config.n_embd ${nEmbd} / ${where}.num_heads ${l.numHeads} gives a head ` +
+            `dimension of ${+dh.toFixed(3)}${rotaryFraction !== 1 ? ` (rotary: ${rd})` : ""}; ` +
+            `rotary positions need an even integer`,
+          `set model.config.n_embd to a multiple of ${2 * l.numHeads} (e.g. ${
+            Math.max(1, Math.round(nEmbd / (2 * l.numHeads))) * 2 * l.numHeads
+          }) or change ${where}.num_heads`,
+        );
+      }
     }
   }
   return {
@@ -173,7 +207,7 @@ export function modelConfigFromCfg(c: Obj, maxLength?: number): BasedConfig {
     normEps: num(c, "layer_norm_epsilon", 1e-5),
     initializerRange: num(c, "initializer_range", 0.02),
     rotaryBase: num(c, "rotary_emb_base", 10000),
-    rotaryFraction: num(c, "rotary_emb_fraction", 1),
+    rotaryFraction,
     layers,
     maxLength: maxLength ?? num(c, "n_positions", 2048),
     maxPositionEmbeddings: positive(c.max_position_embeddings),

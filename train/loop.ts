@@ -22,10 +22,11 @@ import { type Config, toYaml } from "../config/mod.ts";
 import { loadDataModule } from "../data/datamodule.ts";
 import { type LMDataset, TrainSampler } from "../data/lm_dataset.ts";
 import { ensureWritableDir, latestCheckpoint, saveCheckpoint } from "./checkpoint.ts";
+import { checkShapes } from "./integrity.ts";
 import { MetricsLog, writePlots } from "./metrics.ts";
 import { formatProfile, Progress, stepLine } from "./progress.ts";
 import { loadTuningCache } from "../kernels/matmul/mod.ts";
-import { readSettings, type TrainSettings } from "./settings.ts";
+import { batchCount, readSettings, type TrainSettings } from "./settings.ts";
 import { DataParallel } from "../parallel/data_parallel.ts";
 import { bindingLimitError, checkTokenIds, isBindingLimitError } from "./preflight.ts";
 
@@ -121,6 +122,18 @@ export async function train(cfg: Config, opts: TrainOptions = {}): Promise<Train
     );
   }
 
+  // trainer.limit_*_batches as batch counts (undefined: the whole split; 0: none)
+  const valBatches = batchCount(
+    S.limitValBatches,
+    Math.ceil(dm.validation.length / S.batchSizeEval),
+    "trainer.limit_val_batches",
+  );
+  const testBatches = batchCount(
+    S.limitTestBatches,
+    Math.ceil(dm.test.length / S.batchSizeEval),
+    "trainer.limit_test_batches",
+  );
+
   // ---- model and optimizer
   const mc = S.model;
   checkTokenIds(dm, mc.vocabSize, ["train", "validation", "test"]);
@@ -160,6 +173,7 @@ export async function train(cfg: Config, opts: TrainOptions = {}): Promise<Train
   if (S.resume) {
     const ck = await latestCheckpoint(S.checkpointDir, log);
     if (ck) {
+      checkShapes(ck.dir, model.store.params, ck.shapes.weights, ck.shapes.optimizer);
       model.store.load(ck.weights);
       adam.loadState(ck.optimizer, ck.state.optimizer as { step: number });
       sampler.restore(ck.state.data as ReturnType<TrainSampler["state"]>);
@@ -194,6 +208,29 @@ export async function train(cfg: Config, opts: TrainOptions = {}): Promise<Train
         ? `the loss or the gradients became non-finite between step ${finiteUpTo + 1} and ` +
           `step ${step} (loss ${loss} at step ${step}; the non-finite updates were skipped)`
         : `the loss became ${loss} at step ${step} (non-finite gradients: the update was skipped)`,
+      `lower train.optimizer.lr; ${keep}`,
+    );
+  };
+  // The loss checked above is that of the weights before this step's update; the checkpoint
+  // holds the weights after it. Before writing them, their loss on the next training batch (the
+  // one a resume would train on first; the data position is left as it was) must be finite.
+  const checkSavedWeights = async (): Promise<void> => {
+    const at = sampler.state();
+    const b = uploadBatch(e, dm.train, sampler.next(), L);
+    sampler.restore(at);
+    const t = noGrad(() => tidy(() => model.loss(b)));
+    let loss = (await e.readF32(t))[0];
+    t.dispose();
+    b.ids.dispose();
+    b.labels.dispose();
+    if (dp) loss = (await dp.allreduceMean([loss]))[0];
+    if (Number.isFinite(loss)) return;
+    const keep = lastCheckpoint
+      ? `the last good checkpoint ${lastCheckpoint} is kept`
+      : "no checkpoint was written";
+    throw new BasedError(
+      `the loss became ${loss} at step ${step + 1} (the weights after step ${step}'s update, ` +
+        `checked before writing their checkpoint, which was not written)`,
       `lower train.optimizer.lr; ${keep}`,
     );
   };
@@ -274,10 +311,10 @@ export async function train(cfg: Config, opts: TrainOptions = {}): Promise<Train
         stepsSinceLog = 0;
         tokensSinceLog = 0;
       }
-      if (root && S.valEvery > 0 && step % S.valEvery === 0) {
+      if (root && S.valEvery > 0 && step % S.valEvery === 0 && valBatches !== 0) {
         const r = await evaluate(e, model, dm.validation, {
           batchSize: S.batchSizeEval,
-          limitBatches: S.limitValBatches,
+          limitBatches: valBatches,
           seqLen: L,
         });
         val.push({ step, loss: r.loss, ppl: r.ppl });
@@ -294,6 +331,7 @@ export async function train(cfg: Config, opts: TrainOptions = {}): Promise<Train
       if (ckptNow && finiteUpTo < step) {
         await checkFinite((await e.readF32(lossSum))[0] / S.accumulate); // every rank (ddp)
       }
+      if (ckptNow) await checkSavedWeights(); // every rank (ddp)
       if (root && ckptNow) {
         const dir = await writeCheckpoint(model, adam, sampler, S, step, tokensSeen, cfg);
         lastCheckpoint = dir;
@@ -307,10 +345,10 @@ export async function train(cfg: Config, opts: TrainOptions = {}): Promise<Train
     lossSum.dispose();
   }
   let test: TrainResult["test"];
-  if (root && step >= S.maxSteps && S.doTest) {
+  if (root && step >= S.maxSteps && S.doTest && testBatches !== 0) {
     const r = await evaluate(e, model, dm.test, {
       batchSize: S.batchSizeEval,
-      limitBatches: S.limitTestBatches,
+      limitBatches: testBatches,
       seqLen: L,
     });
     test = { loss: r.loss, ppl: r.ppl };

@@ -50,7 +50,8 @@ export function checkTokenIds(dm: DataModule, vocabSize: number, splits: string[
       throw new BasedError(
         `the ${dm.info.dataset} ${s} split has token id ${max}, outside model.config.vocab_size ` +
           `${vocabSize}`,
-        `set model.config.vocab_size to at least ${max + 1} (the GPT-2 tokenizer has 50257 ids)`,
+        // `++` sets the key whether or not the config has it (the example configs leave it out)
+        `set ++model.config.vocab_size=${max + 1} or more (the GPT-2 tokenizer has 50257 ids)`,
       );
     }
   }

@@ -26,7 +26,7 @@ const TINY = [
   "trainer.max_steps=4",
   "train.scheduler.warmup_t=2",
   "trainer.log_every_n_steps=1",
-  "trainer.limit_val_batches=2", // (1 would mean the whole split: 1 and 1.0 read the same)
+  "trainer.limit_val_batches=2",
   "trainer.limit_test_batches=2",
 ];
 
@@ -183,6 +183,36 @@ t("missing experiment: the available ones are listed", async () => {
   });
 });
 
+t("no experiment: the available ones are listed", async () => {
+  await unchanged([ROOT], async () => {
+    refused(await based(["train"]), "no experiment chosen", "experiment=example/based-tiny");
+  });
+});
+
+t("model sizes: a head dimension rotary cannot use, and zero, name the key", async () => {
+  await unchanged([ROOT], async () => {
+    refused(
+      await train(["model.config.n_embd=100"]),
+      "model.config.n_embd 100 / model.config.alt_mixer_2.num_heads 4 gives a head dimension of 25",
+      "set model.config.n_embd to a multiple of 8",
+    );
+    refused(
+      await train(["model.config.n_embd=0"]),
+      "model.config.n_embd must be a positive integer, got 0",
+    );
+  });
+});
+
+t("fewer steps than the warm-up: the keys are named", async () => {
+  await unchanged([ROOT], async () => {
+    refused(
+      await train(["trainer.max_steps=2", "train.scheduler.warmup_t=6"]),
+      "trainer.max_steps 2 leaves no steps after the warm-up of train.scheduler.warmup_t 6",
+      "e.g. train.scheduler.warmup_t=1",
+    );
+  });
+});
+
 // ------------------------------------------------------------------ data
 
 t("missing dataset files: the paths searched and how to get the data", async () => {
@@ -223,15 +253,30 @@ t("empty corpus: the empty files are named", async () => {
 
 t("token ids outside the vocabulary: a clear error before any step, not NaN", async () => {
   const dir = await scratch("vocab");
+  let msg = "";
   await unchanged([dir], async () => {
     const r = await train(["+model.config.vocab_size=100", ...outputs(dir)]);
-    refused(
+    msg = refused(
       r,
       "the kjv train split has token id 50256, outside model.config.vocab_size 100",
-      "set model.config.vocab_size to at least 50257",
+      "set ++model.config.vocab_size=50257 or more",
     );
     assert(!/step 1\//.test(r.stdout), "no step ran");
   });
+  {
+    // the override printed works as given (the example config has no vocab_size key)
+    const fix = /set (\S+) or more/.exec(msg)![1];
+    const ok = await train([
+      fix,
+      "trainer.max_steps=1",
+      "train.scheduler.warmup_t=0",
+      "do_test=false",
+      "callbacks.model_checkpoint.every_n_train_steps=0",
+      ...outputs(dir),
+    ]);
+    assertEquals(ok.code, 0, ok.stderr);
+    assert(/step 1\/1 \| loss \d/.test(ok.stdout), ok.stdout);
+  }
 });
 
 t("sequence longer than the model allows (a mixer's l_max)", async () => {
@@ -326,12 +371,12 @@ for (
     [
       "logged every step",
       ["trainer.log_every_n_steps=1"],
-      /^the loss became (NaN|-?Infinity) at step (\d+) \(non-finite gradients: the update was skipped\)/,
+      /^the loss became (NaN|-?Infinity) at step (\d+) \((?:non-finite gradients: the update was skipped|the weights after step \d+'s update, checked before writing their checkpoint, which was not written)\)/,
     ],
     [
       "found at a checkpoint between logging steps",
       ["trainer.log_every_n_steps=5"],
-      /^the loss or the gradients became non-finite between step \d+ and step (\d+) /,
+      /^the loss (?:or the gradients became non-finite between step \d+ and step|became (?:NaN|-?Infinity) at step) (\d+) /,
     ],
   ] as const
 ) {
@@ -341,7 +386,7 @@ for (
       await train([
         "train.optimizer.lr=1e30",
         "trainer.max_steps=8",
-        "callbacks.model_checkpoint.every_n_train_steps=2",
+        "callbacks.model_checkpoint.every_n_train_steps=1",
         ...extra,
         ...outputs(dir),
       ]),
@@ -354,6 +399,16 @@ for (
     assert(ck.state.step < bad, `checkpoint step ${ck.state.step} < ${bad}`);
     const names = [...Deno.readDirSync(join(dir, "ck"))].map((e) => e.name).sort();
     assertEquals(names.at(-1), kept.split("/").at(-1), "no checkpoint after the bad step");
+    // the kept checkpoint's weights give a finite loss
+    const ev = await based(["eval", "--checkpoint", kept, "--split", "validation", "--limit", "1"]);
+    assertEquals(ev.code, 0, ev.stderr);
+    const loss = Number(/validation: loss (\S+)/.exec(ev.stdout)?.[1]);
+    assert(Number.isFinite(loss), `the kept checkpoint evaluates to ${loss}:\n${ev.stdout}`);
+    // (and eval refuses a batch of no sequences instead of looping)
+    refused(
+      await based(["eval", "--checkpoint", kept, "datamodule.batch_size_eval=0"]),
+      "datamodule.batch_size_eval must be ≥ 1, got 0",
+    );
   });
 }
 
