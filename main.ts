@@ -61,18 +61,18 @@ program.command("eval")
       const { findCheckpoint, modelFromCheckpoint } = await import("./train/restore.ts");
       const { evaluate } = await import("./train/loop.ts");
       const { loadDataModule } = await import("./data/datamodule.ts");
-      const { applyOverrides } = await import("./config/mod.ts");
+      const { describeCheckpoint, evalConfig } = await import("./hf/hooks.ts");
       const e = await initEngine();
       const ck = await findCheckpoint(opts.checkpoint);
-      const { model, cfg } = modelFromCheckpoint(e, ck);
-      const c = applyOverrides(cfg, overrides) as Record<string, Record<string, unknown>>;
+      const c = evalConfig(ck, overrides) as Record<string, Record<string, unknown>>;
+      const { model } = modelFromCheckpoint(e, ck);
       const splits = opts.split.split(",").map((x) =>
         x.trim()
       ) as ("train" | "validation" | "test")[];
       const dm = await loadDataModule(c.datamodule, { cwd: Deno.cwd(), log: console.log, splits });
       const L = Number(c.datamodule.max_length);
       const bs = Number(c.datamodule.batch_size_eval ?? c.datamodule.batch_size);
-      console.log(`checkpoint ${ck.dir} (step ${ck.state.step}) on ${e.info.name}`);
+      console.log(`checkpoint: ${describeCheckpoint(ck)} on ${e.info.name}`);
       for (const split of opts.split.split(",")) {
         const ds = split === "test" ? dm.test : split === "train" ? dm.train : dm.validation;
         const r = await evaluate(e, model, ds, {
@@ -108,8 +108,11 @@ program.command("generate")
     ) => {
       const { findCheckpoint, modelFromCheckpoint } = await import("./train/restore.ts");
       const { generate } = await import("./train/generate.ts");
+      const { describeCheckpoint } = await import("./hf/hooks.ts");
       const e = await initEngine();
-      const { model } = modelFromCheckpoint(e, await findCheckpoint(opts.checkpoint));
+      const ck = await findCheckpoint(opts.checkpoint, console.error);
+      console.error(`checkpoint: ${describeCheckpoint(ck)}`);
+      const { model } = modelFromCheckpoint(e, ck);
       const enc = new TextEncoder();
       Deno.stdout.writeSync(enc.encode(opts.prompt));
       await generate(e, model, {
@@ -125,6 +128,15 @@ program.command("generate")
       console.log();
     },
   );
+
+program.command("export")
+  .description("write a checkpoint in the released models' Hugging Face layout (for the reference)")
+  .requiredOption("--hf <dir>", "output folder: config.json and model.safetensors")
+  .requiredOption("--checkpoint <dir>", "a checkpoint (step_*) or a checkpoint directory (newest)")
+  .action(async (opts: { hf: string; checkpoint: string }) => {
+    const { exportHf } = await import("./hf/export.ts");
+    await exportHf(opts.checkpoint, opts.hf);
+  });
 
 program.command("bench")
   .description("benchmarks: measured figure, the limit it is compared with, and the ratio")

@@ -18,6 +18,7 @@ import {
   tensorData,
   type TensorToWrite,
 } from "../tensor/safetensors.ts";
+import { untieLmHead } from "../hf/tied.ts";
 
 export const MARKER = "COMPLETE";
 
@@ -262,6 +263,7 @@ export async function loadCheckpoint(dir: string): Promise<LoadedCheckpoint> {
     }
   };
   const weights = readTensors(await read("model.safetensors"), join(dir, "model.safetensors"));
+  untieLmHead(weights, join(dir, "model.safetensors")); // written with lm_head.weight since 0.1
   const optimizer = readTensors(
     await read("optimizer.safetensors"),
     join(dir, "optimizer.safetensors"),
