@@ -11,7 +11,7 @@
  */
 import { BasedError } from "../tensor/errors.ts";
 import { PyGlobal, PyTuple, unpickle } from "./unpickle.ts";
-import { type ZipArchive, type ZipEntry } from "./zip.ts";
+import type { ZipArchive, ZipEntry } from "./zip.ts";
 
 export type TorchDType =
   | "F32"

@@ -32,8 +32,6 @@ export interface UnpickleHooks {
   call(fn: PyGlobal, args: unknown[]): unknown;
 }
 
-const MARK = Symbol("mark");
-
 /** Opcode names for the error message of a refused opcode. */
 const OPCODE_NAMES: Record<number, string> = {
   0x28: "MARK",
