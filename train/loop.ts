@@ -8,7 +8,7 @@
  */
 import { join, resolve } from "node:path";
 import { type Engine, initEngine } from "../tensor/engine.ts";
-import { BasedError, formatBytes } from "../tensor/errors.ts";
+import { BasedError, formatBytes } from "../errors.ts";
 import { backward, clearTape, noGrad } from "../tensor/tape.ts";
 import { type Tensor, tidy } from "../tensor/tensor.ts";
 import { accumulate, fill } from "../kernels/elementwise.ts";
@@ -24,7 +24,7 @@ import { type LMDataset, TrainSampler } from "../data/lm_dataset.ts";
 import { ensureWritableDir, latestCheckpoint, saveCheckpoint } from "./checkpoint.ts";
 import { MetricsLog, writePlots } from "./metrics.ts";
 import { formatProfile, Progress, stepLine } from "./progress.ts";
-import { loadTuningCache } from "../kernels/matmul_tune.ts";
+import { loadTuningCache } from "../kernels/matmul/mod.ts";
 import { readSettings, type TrainSettings } from "./settings.ts";
 import { DataParallel } from "../parallel/data_parallel.ts";
 import { LM_HEAD, withLmHead } from "../hf/tied.ts";
