@@ -10,7 +10,7 @@
  * in one warning line, and the vocabulary is padded as the reference pads it
  * (`pad_vocab_size_multiple`, in model/config.ts).
  */
-import { BasedError } from "../tensor/errors.ts";
+import { BasedError } from "../errors.ts";
 
 type Obj = Record<string, unknown>;
 

@@ -8,7 +8,7 @@
  * the reference takes it, and `based eval --checkpoint DIR` reads it back.
  */
 import { join } from "node:path";
-import { BasedError } from "../tensor/errors.ts";
+import { BasedError } from "../errors.ts";
 import { modelConfigFromCfg } from "../model/config.ts";
 import { declareParams } from "../model/params.ts";
 import { serializeSafetensors, type TensorToWrite } from "../tensor/safetensors.ts";

@@ -4,7 +4,7 @@
  * carries no data config), and `+init_from=DIR` for `based train`.
  */
 import { applyOverrides, cfgGet, composeConfig, type Config } from "../config/mod.ts";
-import { BasedError } from "../tensor/errors.ts";
+import { BasedError } from "../errors.ts";
 import type { LoadedCheckpoint } from "../train/checkpoint.ts";
 import { checkSequenceLength } from "../train/preflight.ts";
 

@@ -9,7 +9,7 @@
  * word embedding, every value finite.
  */
 import { join } from "node:path";
-import { BasedError } from "../tensor/errors.ts";
+import { BasedError } from "../errors.ts";
 import { modelConfigFromCfg } from "../model/config.ts";
 import { declareParams } from "../model/params.ts";
 import { parseSafetensors, tensorData } from "../tensor/safetensors.ts";

@@ -5,7 +5,7 @@
  * it (`withLmHead`), readers accept files with or without it and check that it
  * equals the embedding (`untieLmHead`): an untied head cannot be represented.
  */
-import { BasedError } from "../tensor/errors.ts";
+import { BasedError } from "../errors.ts";
 
 export const LM_HEAD = "lm_head.weight";
 export const EMBEDDING_NAME = "transformer.embeddings.word_embeddings.weight";

@@ -9,7 +9,7 @@
  * read it once. Floating tensors come back as float32 (float16 and bfloat16
  * are converted exactly).
  */
-import { BasedError } from "../tensor/errors.ts";
+import { BasedError } from "../errors.ts";
 import { PyGlobal, PyTuple, unpickle } from "./unpickle.ts";
 import type { ZipArchive, ZipEntry } from "./zip.ts";
 

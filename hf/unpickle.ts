@@ -8,7 +8,7 @@
  * plain data (see hf/torch_load.ts). Anything else is a one-line error that
  * names the opcode or the global and its byte offset.
  */
-import { BasedError } from "../tensor/errors.ts";
+import { BasedError } from "../errors.ts";
 
 /** A global (`module.name`) the pickle refers to. */
 export class PyGlobal {

@@ -13,7 +13,7 @@
  * offsets are checked against the file size, so a truncated or corrupt file is
  * a one-line error that names it.
  */
-import { BasedError } from "../tensor/errors.ts";
+import { BasedError } from "../errors.ts";
 
 export interface ZipEntry {
   name: string;

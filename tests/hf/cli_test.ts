@@ -11,7 +11,7 @@
  */
 import { deepStrictEqual as eq, ok } from "node:assert/strict";
 import { join } from "node:path";
-import { decode, encode } from "../../data/tokenizer.ts";
+import { decode, encode } from "../../data/tokenize/tokenizer.ts";
 import { parseSafetensors, tensorData } from "../../tensor/safetensors.ts";
 import { modelConfigFromCfg } from "../../model/config.ts";
 import { declareParams } from "../../model/params.ts";

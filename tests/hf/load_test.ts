@@ -16,7 +16,7 @@ import { loadCheckpoint, saveCheckpoint } from "../../train/checkpoint.ts";
 import { modelConfigFromCfg } from "../../model/config.ts";
 import { declareParams } from "../../model/params.ts";
 import { serializeSafetensors } from "../../tensor/safetensors.ts";
-import { BasedError } from "../../tensor/errors.ts";
+import { BasedError } from "../../errors.ts";
 import { mapHfConfig } from "../../hf/config_map.ts";
 import { unpickle } from "../../hf/unpickle.ts";
 import { ALLOWED_GLOBALS } from "../../hf/torch_load.ts";
