@@ -16,6 +16,24 @@ export function isMap(v: unknown): v is ConfigMap {
   return v !== null && typeof v === "object" && !Array.isArray(v);
 }
 
+/**
+ * Keys whose value is an int or a float with different meanings (Lightning's
+ * `limit_*_batches`: `1` is one batch, `1.0` the whole split). A JS number
+ * cannot tell 1 from 1.0, so at these keys a float-typed integral scalar (YAML
+ * `1.0`, override `key=1.0`) is kept as its text, "1.0"; the reader parses it.
+ */
+export const INT_OR_FLOAT_KEYS: ReadonlySet<string> = new Set([
+  "limit_train_batches",
+  "limit_val_batches",
+  "limit_test_batches",
+]);
+
+/** `v` as stored at dotted key `key`: at an INT_OR_FLOAT_KEYS key, an integral float as text. */
+export function keepFloatText(key: string, v: ConfigValue, floatTyped: boolean): ConfigValue {
+  if (typeof v !== "number" || !floatTyped || !Number.isInteger(v)) return v;
+  return INT_OR_FLOAT_KEYS.has(key.split(".").at(-1)!) ? `${v}.0` : v;
+}
+
 /** Deep copy of a config value. */
 export function clone<T extends ConfigValue>(v: T): T {
   if (Array.isArray(v)) return v.map((x) => clone(x)) as T;

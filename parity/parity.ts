@@ -8,6 +8,7 @@
  * and hyper-parameters come from the manifest, never from constants here.
  */
 import type { Engine } from "../tensor/engine.ts";
+import { BasedError } from "../errors.ts";
 import { clearTape, noGrad } from "../tensor/tape.ts";
 import { tidy } from "../tensor/tensor.ts";
 import { EMBEDDING } from "../model/based.ts";
@@ -42,7 +43,9 @@ export interface ParityOptions {
 
 export function formatCase(r: CaseResult): string {
   const tag = r.status === "pass" ? "ok  " : r.status === "fail" ? "FAIL" : "skip";
-  if (r.status === "skip") return `${tag} ${r.name}${r.note ? `: ${r.note}` : ""}`;
+  if (r.status === "skip" || r.tensors === 0) {
+    return `${tag} ${r.name}${r.note ? `: ${r.note}` : ""}`;
+  }
   return `${tag} ${r.name}: ${r.tensors} tensors, max rel err ${r.maxRelErr.toExponential(2)}, ` +
     `rel L2 ${r.relL2.toExponential(2)}, worst ${r.worst} at ${
       (r.worstRatio * 100).toFixed(0)
@@ -62,7 +65,9 @@ export async function runParity(
   const results: CaseResult[] = [];
   const t = fx.manifest.tensors;
   const want = (name: string) => !opts.filter || name.includes(opts.filter);
+  const names: string[] = [];
   const add = async (name: string, f: () => Promise<CaseResult>) => {
+    names.push(name);
     if (!want(name)) return;
     let r: CaseResult;
     try {
@@ -211,6 +216,29 @@ export async function runParity(
         await add("AdamW 3 steps with clip_grad_norm 1.0", () => adamwCase(e, fx, true, covered));
       }
     }
+  }
+  if (opts.filter && results.length === 0) {
+    throw new BasedError(
+      `--filter '${opts.filter}' matches none of the ${names.length} parity cases of ${dir}`,
+      `cases: ${names.slice(0, 6).join("; ")}${names.length > 6 ? "; …" : ""}`,
+    );
+  }
+  // files the manifest lists that are missing: a failure (their tensors were not compared)
+  if (fx.missing.length) {
+    const lost = Object.values(t).filter((x) => fx.missing.includes(x.file)).length;
+    const r: CaseResult = {
+      name: "fixture files",
+      status: "fail",
+      tensors: 0,
+      maxRelErr: Infinity,
+      relL2: Infinity,
+      worst: "",
+      worstRatio: Infinity,
+      note: `manifest.json lists ${fx.missing.length} file(s) not in ${dir}: ` +
+        `${fx.missing.join(", ")} (${lost} tensors not compared)`,
+    };
+    results.push(r);
+    log(formatCase(r));
   }
   // expected tensors no case compared (reported, not failed)
   const unchecked = fx.expected().filter((n) => !covered.has(n));

@@ -25,7 +25,7 @@ import { ensureWritableDir, latestCheckpoint, saveCheckpoint } from "./checkpoin
 import { MetricsLog, writePlots } from "./metrics.ts";
 import { formatProfile, Progress, stepLine } from "./progress.ts";
 import { loadTuningCache } from "../kernels/matmul/mod.ts";
-import { readSettings, type TrainSettings } from "./settings.ts";
+import { batchCount, readSettings, type TrainSettings } from "./settings.ts";
 import { DataParallel } from "../parallel/data_parallel.ts";
 import { LM_HEAD, withLmHead } from "../hf/tied.ts";
 import { initFrom } from "../hf/hooks.ts";
@@ -125,6 +125,18 @@ export async function train(config: Config, opts: TrainOptions = {}): Promise<Tr
     );
   }
 
+  // trainer.limit_*_batches as batch counts (undefined: the whole split; 0: none)
+  const valBatches = batchCount(
+    S.limitValBatches,
+    Math.ceil(dm.validation.length / S.batchSizeEval),
+    "trainer.limit_val_batches",
+  );
+  const testBatches = batchCount(
+    S.limitTestBatches,
+    Math.ceil(dm.test.length / S.batchSizeEval),
+    "trainer.limit_test_batches",
+  );
+
   // ---- model and optimizer
   const mc = modelConfigFromCfg(S.modelConfig, L);
   checkTokenIds(dm, mc.vocabSize, ["train", "validation", "test"]);
@@ -199,6 +211,29 @@ export async function train(config: Config, opts: TrainOptions = {}): Promise<Tr
         ? `the loss or the gradients became non-finite between step ${finiteUpTo + 1} and ` +
           `step ${step} (loss ${loss} at step ${step}; the non-finite updates were skipped)`
         : `the loss became ${loss} at step ${step} (non-finite gradients: the update was skipped)`,
+      `lower train.optimizer.lr; ${keep}`,
+    );
+  };
+  // The loss checked above is that of the weights before this step's update; the checkpoint
+  // holds the weights after it. Before writing them, their loss on the next training batch (the
+  // one a resume would train on first; the data position is left as it was) must be finite.
+  const checkSavedWeights = async (): Promise<void> => {
+    const at = sampler.state();
+    const b = uploadBatch(e, dm.train, sampler.next(), L);
+    sampler.restore(at);
+    const t = noGrad(() => tidy(() => model.loss(b)));
+    let loss = (await e.readF32(t))[0];
+    t.dispose();
+    b.ids.dispose();
+    b.labels.dispose();
+    if (dp) loss = (await dp.allreduceMean([loss]))[0];
+    if (Number.isFinite(loss)) return;
+    const keep = lastCheckpoint
+      ? `the last good checkpoint ${lastCheckpoint} is kept`
+      : "no checkpoint was written";
+    throw new BasedError(
+      `the loss became ${loss} at step ${step + 1} (the weights after step ${step}'s update, ` +
+        `checked before writing their checkpoint, which was not written)`,
       `lower train.optimizer.lr; ${keep}`,
     );
   };
@@ -279,10 +314,10 @@ export async function train(config: Config, opts: TrainOptions = {}): Promise<Tr
         stepsSinceLog = 0;
         tokensSinceLog = 0;
       }
-      if (root && S.valEvery > 0 && step % S.valEvery === 0) {
+      if (root && S.valEvery > 0 && step % S.valEvery === 0 && valBatches !== 0) {
         const r = await evaluate(e, model, dm.validation, {
           batchSize: S.batchSizeEval,
-          limitBatches: S.limitValBatches,
+          limitBatches: valBatches,
           seqLen: L,
         });
         val.push({ step, loss: r.loss, ppl: r.ppl });
@@ -299,6 +334,7 @@ export async function train(config: Config, opts: TrainOptions = {}): Promise<Tr
       if (ckptNow && finiteUpTo < step) {
         await checkFinite((await e.readF32(lossSum))[0] / S.accumulate); // every rank (ddp)
       }
+      if (ckptNow) await checkSavedWeights(); // every rank (ddp)
       if (root && ckptNow) {
         const dir = await writeCheckpoint(model, adam, sampler, S, step, tokensSeen, cfg);
         lastCheckpoint = dir;
@@ -312,10 +348,10 @@ export async function train(config: Config, opts: TrainOptions = {}): Promise<Tr
     lossSum.dispose();
   }
   let test: TrainResult["test"];
-  if (root && step >= S.maxSteps && S.doTest) {
+  if (root && step >= S.maxSteps && S.doTest && testBatches !== 0) {
     const r = await evaluate(e, model, dm.test, {
       batchSize: S.batchSizeEval,
-      limitBatches: S.limitTestBatches,
+      limitBatches: testBatches,
       seqLen: L,
     });
     test = { loss: r.loss, ppl: r.ppl };

@@ -18,8 +18,8 @@ export interface TrainSettings {
   maxSteps: number;
   /** validate every this many optimizer steps (0: never) */
   valEvery: number;
-  limitValBatches?: number;
-  limitTestBatches?: number;
+  limitValBatches: BatchLimit;
+  limitTestBatches: BatchLimit;
   logEvery: number;
   ckptEvery: number;
   keepCheckpoints: number;
@@ -47,14 +47,46 @@ type Obj = Record<string, unknown>;
 /** The value at a dotted key, undefined when absent. */
 const at = (cfg: Config, path: string): unknown => cfgGet<unknown>(cfg, path, undefined);
 
-/** Lightning's limit_*_batches: 1.0 = all, other floats a fraction, ints a count. */
-function limitBatches(v: unknown, total: number | undefined): number | undefined {
-  if (v === undefined || v === null || v === 1 || v === 1.0) return undefined;
-  if (typeof v !== "number" || v < 0) {
-    throw new BasedError(`limit batches must be a number ≥ 0, got ${JSON.stringify(v)}`);
+/**
+ * Lightning's limit_*_batches: an int is a batch count (0 = none), a float in
+ * [0, 1] a fraction of the batches (1.0 = all). An integral float arrives as
+ * its text ("1.0"; config/util.ts INT_OR_FLOAT_KEYS).
+ */
+export type BatchLimit = { count: number } | { fraction: number } | undefined;
+
+function limitBatches(v: unknown, key: string): BatchLimit {
+  if (v === undefined || v === null) return undefined;
+  let n = v, float = typeof v === "number" && !Number.isInteger(v);
+  if (typeof v === "string" && /^\s*[+-]?\d+\s*$/.test(v)) n = Number(v);
+  else if (typeof v === "string" && v.trim() !== "" && Number.isFinite(Number(v))) {
+    n = Number(v);
+    float = true;
   }
-  if (Number.isInteger(v) && v > 1) return v;
-  return total === undefined ? undefined : Math.max(1, Math.floor(v * total));
+  const bad = (why: string): never => {
+    throw new BasedError(
+      `${key} must be ${why}, got ${JSON.stringify(v)}`,
+      "an int is a batch count (0 = none), a float in [0.0, 1.0] a fraction (1.0 = all)",
+    );
+  };
+  if (typeof n !== "number") return bad("a number");
+  if (n < 0) return bad("≥ 0");
+  if (!float) return { count: n };
+  if (n > 1) return bad("≤ 1.0 when a float");
+  return n === 1 ? undefined : { fraction: n };
+}
+
+/** How many batches of a split of `batches` batches a limit allows (undefined: all). */
+export function batchCount(limit: BatchLimit, batches: number, key: string): number | undefined {
+  if (limit === undefined) return undefined;
+  if ("count" in limit) return limit.count;
+  const n = Math.floor(limit.fraction * batches);
+  if (n === 0 && limit.fraction > 0) {
+    throw new BasedError(
+      `${key}=${limit.fraction} is less than one of the split's ${batches} batches`,
+      `set ${key} to at least ${(1 / batches).toPrecision(2)}, or to an int (a batch count)`,
+    );
+  }
+  return n;
 }
 
 export function readSettings(cfg: Config, cwd: string): TrainSettings {
@@ -93,8 +125,11 @@ export function readSettings(cfg: Config, cwd: string): TrainSettings {
     devices: cfgInt(c, "trainer.devices", 1),
     maxSteps: cfgInt(c, "trainer.max_steps"),
     valEvery,
-    limitValBatches: limitBatches(at(c, "trainer.limit_val_batches"), undefined),
-    limitTestBatches: limitBatches(at(c, "trainer.limit_test_batches"), undefined),
+    limitValBatches: limitBatches(at(c, "trainer.limit_val_batches"), "trainer.limit_val_batches"),
+    limitTestBatches: limitBatches(
+      at(c, "trainer.limit_test_batches"),
+      "trainer.limit_test_batches",
+    ),
     logEvery: Math.max(1, cfgInt(c, "trainer.log_every_n_steps", 50)),
     ckptEvery: cfgInt(c, "callbacks.model_checkpoint.every_n_train_steps", 0),
     keepCheckpoints: Math.max(2, topK + 1),
