@@ -18,6 +18,8 @@ import { declareParams } from "../../model/params.ts";
 import { serializeSafetensors } from "../../tensor/safetensors.ts";
 import { BasedError } from "../../errors.ts";
 import { mapHfConfig } from "../../hf/config_map.ts";
+import { evalConfig } from "../../hf/hooks.ts";
+import { exportHf } from "../../hf/export.ts";
 import { unpickle } from "../../hf/unpickle.ts";
 import { ALLOWED_GLOBALS } from "../../hf/torch_load.ts";
 import { fromF16, type Storage, torchSave, type TorchTensor, zipStored } from "./torch_writer.ts";
@@ -397,5 +399,32 @@ Deno.test("checkpoint: loads with and without lm_head.weight; an untied head is 
     }
   } finally {
     await Deno.remove(root, { recursive: true });
+  }
+});
+
+Deno.test("hf: eval of a snapshot needs a datamodule; export refuses to overwrite a snapshot", async () => {
+  const { dir } = await snapshot("FloatStorage");
+  try {
+    const ck = await findCheckpoint(dir, quiet);
+    throws(
+      () => evalConfig(ck, []),
+      /is a Hugging Face snapshot: it carries no data config \(choose the data, e\.g\. datamodule=/,
+    );
+    const c = evalConfig(ck, ["datamodule=kjv", "datamodule.max_length=64"]) as Record<
+      string,
+      Record<string, unknown>
+    >;
+    eq((c.datamodule as Record<string, unknown>).dataset_name, "kjv");
+    eq((c.model.config as Record<string, unknown>).n_embd, 16);
+    throws(() => evalConfig(ck, ["datamodule=kjv"]), /datamodule\.max_length 128 is longer than/);
+    // a snapshot exports to safetensors (a conversion); into its own folder it refuses, untouched
+    const before = await Deno.readFile(join(dir, "config.json"));
+    await rejects(() => exportHf(dir, dir, quiet), /config\.json exists \(export into an empty/);
+    eq(await Deno.readFile(join(dir, "config.json")), before);
+    const out = join(dir, "converted");
+    await exportHf(dir, out, quiet);
+    sameValues((await findCheckpoint(out, quiet)).weights, ck.weights);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
   }
 });
