@@ -74,6 +74,8 @@ function intList(v: unknown): number[] | null {
 /** The state_dict of a torch.save zip: tensor references by key, and the file's dtypes. */
 export class TorchStateDict {
   private readonly cache = new Map<string, Uint8Array>();
+  /** tensors not read yet per storage key: a storage's bytes are dropped after its last tensor */
+  private readonly pending = new Map<string, number>();
   private constructor(
     readonly zip: ZipArchive,
     private readonly prefix: string,
@@ -153,7 +155,11 @@ export class TorchStateDict {
       }
       tensors.set(k as string, v as TorchTensorRef);
     }
-    return new TorchStateDict(zip, prefix, tensors);
+    const sd = new TorchStateDict(zip, prefix, tensors);
+    for (const t of tensors.values()) {
+      sd.pending.set(t.storage.key, (sd.pending.get(t.storage.key) ?? 0) + 1);
+    }
+    return sd;
   }
 
   /** The dtypes of the named tensors (for the one line that says what was found). */
@@ -208,10 +214,13 @@ export class TorchStateDict {
     const numel = t.shape.reduce((a, b) => a * b, 1);
     let last = t.offset;
     for (let d = 0; d < t.shape.length; d++) last += (t.shape[d] - 1) * t.stride[d];
-    if (numel > 0 && last >= s.numel) {
+    if (numel > s.numel || (numel > 0 && last >= s.numel)) {
       throw new BasedError(`${this.zip.source}: tensor '${name}' reaches past its storage`);
     }
     const bytes = await this.storageBytes(s);
+    const left = (this.pending.get(s.key) ?? 1) - 1;
+    this.pending.set(s.key, left);
+    if (left <= 0) this.cache.delete(s.key); // `bytes` stays alive until this call returns
     let contiguous = true;
     for (let d = t.shape.length - 1, expect = 1; d >= 0; expect *= t.shape[d], d--) {
       if (t.shape[d] !== 1 && t.stride[d] !== expect) contiguous = false;
