@@ -13,8 +13,12 @@ export function exportCommand(program: Command): void {
       "--checkpoint <dir>",
       "a checkpoint (step_*), a checkpoint directory (newest) or a Hugging Face snapshot",
     )
-    .action(async (opts: { hf: string; checkpoint: string }) => {
+    .option(
+      "--bin",
+      "also write pytorch_model.bin (torch.save format), which the reference's from_pretrained_hf reads",
+    )
+    .action(async (opts: { hf: string; checkpoint: string; bin?: boolean }) => {
       const { exportHf } = await import("../hf/export.ts");
-      await exportHf(opts.checkpoint, opts.hf);
+      await exportHf(opts.checkpoint, opts.hf, console.log, { bin: opts.bin });
     });
 }

@@ -6,6 +6,8 @@
  * and `lm_head.weight` (tied: the embedding's values), so that
  * `model.load_state_dict(safetensors.torch.load_file(...), strict=True)` of
  * the reference takes it, and `based eval --checkpoint DIR` reads it back.
+ * With `bin`, also `pytorch_model.bin` (torch.save format, hf/torch_save.ts):
+ * the file the reference's `GPTLMHeadModel.from_pretrained_hf` loads.
  */
 import { join } from "node:path";
 import { BasedError } from "../errors.ts";
@@ -15,6 +17,7 @@ import { serializeSafetensors, type TensorToWrite } from "../tensor/safetensors.
 import { findCheckpoint } from "../train/restore.ts";
 import { hfConfigJson, mapHfConfig } from "./config_map.ts";
 import { EMBEDDING_NAME, LM_HEAD } from "./tied.ts";
+import { writeTorchFile } from "./torch_save.ts";
 
 type Obj = Record<string, unknown>;
 
@@ -22,6 +25,7 @@ export async function exportHf(
   checkpoint: string,
   outDir: string,
   log: (s: string) => void = console.log,
+  opts: { bin?: boolean } = {},
 ): Promise<void> {
   const ck = await findCheckpoint(checkpoint, log);
   const mc = ((ck.state.config as Obj | undefined)?.model as Obj | undefined)?.config as
@@ -55,6 +59,20 @@ export async function exportHf(
       "model.safetensors",
       serializeSafetensors(tensors, { format: "pt", source: "based" }),
     );
+    if (opts.bin) {
+      // what the reference's from_pretrained_hf reads; lm_head.weight is the embedding's storage
+      const tmp = join(outDir, `.pytorch_model.bin.tmp-${Deno.pid}`);
+      await writeTorchFile(
+        tmp,
+        tensors.map((t) => ({
+          name: t.name,
+          shape: t.shape,
+          data: t.data as Float32Array,
+          tiedTo: t.name === LM_HEAD ? EMBEDDING_NAME : undefined,
+        })),
+      );
+      await Deno.rename(tmp, join(outDir, "pytorch_model.bin"));
+    }
     await write("config.json", new TextEncoder().encode(JSON.stringify(json, null, 2) + "\n"));
   } catch (e) {
     if (e instanceof BasedError) throw e;
@@ -64,7 +82,8 @@ export async function exportHf(
     );
   }
   log(
-    `exported ${ck.dir} (step ${ck.state.step}) to ${outDir}: config.json, model.safetensors ` +
+    `exported ${ck.dir} (step ${ck.state.step}) to ${outDir}: config.json, model.safetensors` +
+      `${opts.bin ? ", pytorch_model.bin" : ""} ` +
       `(${tensors.length} tensors with ${LM_HEAD}, float32)`,
   );
 }

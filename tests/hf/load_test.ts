@@ -21,7 +21,9 @@ import { mapHfConfig } from "../../hf/config_map.ts";
 import { evalConfig } from "../../hf/hooks.ts";
 import { exportHf } from "../../hf/export.ts";
 import { unpickle } from "../../hf/unpickle.ts";
-import { ALLOWED_GLOBALS } from "../../hf/torch_load.ts";
+import { ALLOWED_GLOBALS, TorchStateDict } from "../../hf/torch_load.ts";
+import { writeTorchFile } from "../../hf/torch_save.ts";
+import { ZipArchive } from "../../hf/zip.ts";
 import { fromF16, type Storage, torchSave, type TorchTensor, zipStored } from "./torch_writer.ts";
 import { Random } from "../../tensor/random.ts";
 
@@ -422,8 +424,54 @@ Deno.test("hf: eval of a snapshot needs a datamodule; export refuses to overwrit
     await rejects(() => exportHf(dir, dir, quiet), /config\.json exists \(export into an empty/);
     eq(await Deno.readFile(join(dir, "config.json")), before);
     const out = join(dir, "converted");
-    await exportHf(dir, out, quiet);
-    sameValues((await findCheckpoint(out, quiet)).weights, ck.weights);
+    await exportHf(dir, out, quiet, { bin: true });
+    sameValues((await findCheckpoint(out, quiet)).weights, ck.weights); // model.safetensors
+    await Deno.remove(join(out, "model.safetensors"));
+    const bin = await findCheckpoint(out, quiet); // pytorch_model.bin (tied head: one storage)
+    sameValues(bin.weights, ck.weights);
+    ok(
+      (bin as { found?: string }).found!.includes(
+        `(pytorch_model.bin, float32, ${DECLS.length} tensors)`,
+      ),
+    );
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("hf: pytorch_model.bin written by export reads back, with and without ZIP64 records", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "based-hf-test-" });
+  try {
+    const a = Float32Array.from({ length: 12 }, (_, i) => i / 3);
+    const b = Float32Array.from({ length: 1000 }, (_, i) => -i);
+    for (const zip64 of [false, true]) {
+      const path = join(dir, `w${zip64}.bin`);
+      await writeTorchFile(path, [
+        { name: EMB, shape: [3, 4], data: a },
+        { name: "b", shape: [10, 10, 10], data: b },
+        { name: "lm_head.weight", shape: [3, 4], data: a, tiedTo: EMB },
+      ], { zip64 });
+      const zip = await ZipArchive.open(path);
+      try {
+        const sd = await TorchStateDict.read(zip);
+        eq([...sd.tensors.keys()], [EMB, "b", "lm_head.weight"]);
+        eq(sd.tensors.get("lm_head.weight"), sd.tensors.get(EMB)); // the same object: tied
+        eq(sd.tensors.get("b")!.stride, [100, 10, 1]);
+        eq(await sd.float32(EMB), a);
+        eq(await sd.float32("b"), b);
+        eq(await sd.float32("lm_head.weight"), a);
+        // every storage's data starts at a multiple of 64 (PyTorch aligns them for mmap)
+        for (const e of zip.entries.values()) {
+          const h = new DataView((await Deno.readFile(path)).buffer, e.localOffset);
+          ok(
+            (e.localOffset + 30 + h.getUint16(26, true) + h.getUint16(28, true)) % 64 === 0,
+            e.name,
+          );
+        }
+      } finally {
+        zip.close();
+      }
+    }
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
