@@ -41,20 +41,25 @@ async function runEval(overrides: string[], opts: EvalOptions): Promise<void> {
   const ck = await findCheckpoint(opts.checkpoint); // ours or a Hugging Face snapshot (hf/)
   const c = evalConfig(ck, overrides);
   const { model } = modelFromCheckpoint(e, ck);
+  const L = cfgInt(c, "datamodule.max_length");
+  const bs = cfgInt(c, "datamodule.batch_size_eval", cfgInt(c, "datamodule.batch_size"));
+  for (
+    const [k, v] of [["datamodule.batch_size_eval", bs], ["datamodule.max_length", L]] as const
+  ) {
+    if (v < 1) throw new BasedError(`${k} must be ≥ 1, got ${v}`);
+  }
   const dm = await loadDataModule(
     (c as Record<string, Record<string, unknown>>).datamodule,
     { cwd: Deno.cwd(), log: console.log, splits: opts.split },
   );
-  const L = cfgInt(c, "datamodule.max_length");
-  const bs = cfgInt(c, "datamodule.batch_size_eval", cfgInt(c, "datamodule.batch_size"));
   console.log(`checkpoint: ${describeCheckpoint(ck)} on ${e.info.name}`);
   for (const split of opts.split) {
     const ds = split === "test" ? dm.test : split === "train" ? dm.train : dm.validation;
     const r = await evaluate(e, model, ds, { batchSize: bs, seqLen: L, limitBatches: opts.limit });
     if (r.tokens === 0) {
       throw new BasedError(
-        `the ${split} split holds no batch of ${bs} sequences of ${L} tokens: nothing to evaluate`,
-        "lower datamodule.batch_size_eval or datamodule.max_length",
+        `the ${split} split holds no sequence of ${L} tokens: nothing to evaluate`,
+        "lower datamodule.max_length or choose another split with --split",
       );
     }
     console.log(

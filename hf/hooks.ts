@@ -7,6 +7,7 @@ import { applyOverrides, cfgGet, composeConfig, type Config } from "../config/mo
 import { BasedError } from "../errors.ts";
 import type { LoadedCheckpoint } from "../train/checkpoint.ts";
 import { checkSequenceLength } from "../train/preflight.ts";
+import { modelConfigFromCfg } from "../model/config.ts";
 
 type Obj = Record<string, unknown>;
 
@@ -37,7 +38,7 @@ export function evalConfig(ck: LoadedCheckpoint, overrides: string[]): Config {
     );
   }
   const mc = (own.model as Obj).config as Obj;
-  checkSequenceLength(mc, Number(dm.max_length));
+  checkSequenceLength(modelConfigFromCfg(mc), Number(dm.max_length));
   return { ...c, model: { config: mc } } as Config;
 }
 

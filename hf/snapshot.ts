@@ -151,10 +151,12 @@ export async function loadHfSnapshot(
   }${dtypes.has("F32") && dtypes.size === 1 ? "" : " read as float32"}, ${weights.size} tensors${
     skipped ? `, ${skipped} metric counters skipped` : ""
   })`;
+  const shapes = new Map(decls.map((d) => [d.name, d.shape])); // checked against the file above
   return {
     dir,
     weights,
     optimizer: new Map(),
+    shapes: { weights: shapes, optimizer: new Map() },
     state: {
       step: 0,
       source: "huggingface",

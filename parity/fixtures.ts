@@ -134,7 +134,7 @@ export class Fixtures {
       try {
         f.#files.set(file, parseSafetensors(await Deno.readFile(path), path));
       } catch (e) {
-        if (e instanceof Deno.errors.NotFound) { // a failed case below; the others still run
+        if (e instanceof Deno.errors.NotFound) { // a failed case (parity.ts); the others still run
           f.missing.push(file);
           continue;
         }

@@ -13,7 +13,6 @@ import { backward, clearTape, noGrad } from "../tensor/tape.ts";
 import { type Tensor, tidy } from "../tensor/tensor.ts";
 import { accumulate, fill } from "../kernels/elementwise.ts";
 import { BasedLM, type Batch, EMBEDDING } from "../model/based.ts";
-import { modelConfigFromCfg } from "../model/config.ts";
 import { AdamW } from "../optim/adamw.ts";
 import { GradClip } from "../optim/clip.ts";
 import { paramGroup } from "../optim/groups.ts";
@@ -22,6 +21,7 @@ import { type Config, toYaml } from "../config/mod.ts";
 import { loadDataModule } from "../data/datamodule.ts";
 import { type LMDataset, TrainSampler } from "../data/lm_dataset.ts";
 import { ensureWritableDir, latestCheckpoint, saveCheckpoint } from "./checkpoint.ts";
+import { checkShapes } from "./integrity.ts";
 import { MetricsLog, writePlots } from "./metrics.ts";
 import { formatProfile, Progress, stepLine } from "./progress.ts";
 import { loadTuningCache } from "../kernels/matmul/mod.ts";
@@ -138,7 +138,7 @@ export async function train(config: Config, opts: TrainOptions = {}): Promise<Tr
   );
 
   // ---- model and optimizer
-  const mc = modelConfigFromCfg(S.modelConfig, L);
+  const mc = S.model;
   checkTokenIds(dm, mc.vocabSize, ["train", "validation", "test"]);
   const groupOf = (name: string, kind: Parameters<typeof paramGroup>[1]) =>
     paramGroup(name, kind, S.grouping);
@@ -177,6 +177,7 @@ export async function train(config: Config, opts: TrainOptions = {}): Promise<Tr
   if (S.resume) {
     const ck = await latestCheckpoint(S.checkpointDir, log);
     if (ck) {
+      checkShapes(ck.dir, model.store.params, ck.shapes.weights, ck.shapes.optimizer);
       model.store.load(ck.weights);
       adam.loadState(ck.optimizer, ck.state.optimizer as { step: number });
       sampler.restore(ck.state.data as ReturnType<TrainSampler["state"]>);

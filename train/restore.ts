@@ -7,6 +7,7 @@ import { modelConfigFromCfg } from "../model/config.ts";
 import { latestCheckpoint, loadCheckpoint, type LoadedCheckpoint, MARKER } from "./checkpoint.ts";
 import type { Config } from "../config/mod.ts";
 import { hfWeightsFile, loadHfSnapshot } from "../hf/snapshot.ts";
+import { checkShapes } from "./integrity.ts";
 
 /**
  * `path` is a checkpoint (holds COMPLETE), a directory of checkpoints (the
@@ -47,14 +48,7 @@ export function modelFromCheckpoint(
   );
   const config = modelConfigFromCfg(mc, maxLength);
   const model = BasedLM.create(e, config, { seed: 0, groupOf: () => "all", groupOrder: ["all"] });
-  for (const p of model.store.params) {
-    if (!ck.weights.has(p.name)) {
-      throw new BasedError(
-        `${ck.dir}/model.safetensors has no tensor '${p.name}'`,
-        "the checkpoint is from another model",
-      );
-    }
-  }
+  checkShapes(ck.dir, model.store.params, ck.shapes.weights);
   model.store.load(ck.weights);
   return { model, cfg: cfg! };
 }

@@ -4,8 +4,9 @@
  */
 import { join, resolve } from "node:path";
 import { BasedError } from "../errors.ts";
-import { cfgGet, cfgInt, cfgMap, cfgNum, type Config } from "../config/mod.ts";
+import { cfgGet, cfgInt, cfgMap, cfgNum, type Config, type Obj } from "../config/mod.ts";
 import { checkSequenceLength } from "./preflight.ts";
+import { type BasedConfig, modelConfigFromCfg } from "../model/config.ts";
 
 export interface TrainSettings {
   seed: number;
@@ -35,14 +36,15 @@ export interface TrainSettings {
   /** null when the config has no train.optimizer_param_grouping (then everything is decayed) */
   grouping: Record<string, unknown> | null;
   clipNorm: number;
+  /** model.config as configured (saved with checkpoints) */
   modelConfig: Record<string, unknown>;
+  /** the model configuration, resolved once here (sequence length = maxLength) */
+  model: BasedConfig;
   quiet: boolean;
   /** +profile=true: GPU time per kernel kind of one step */
   profile: boolean;
   precision: string;
 }
-
-type Obj = Record<string, unknown>;
 
 /** The value at a dotted key, undefined when absent. */
 const at = (cfg: Config, path: string): unknown => cfgGet<unknown>(cfg, path, undefined);
@@ -89,6 +91,29 @@ export function batchCount(limit: BatchLimit, batches: number, key: string): num
   return n;
 }
 
+/**
+ * A cosine schedule whose t_initial (the example experiments derive it as
+ * trainer.max_steps − warmup_t) is not positive: name the keys that set it.
+ * (The warm-up is not shortened silently: the run would differ from its config.)
+ */
+function checkWarmup(c: Config): void {
+  const tInit = at(c, "train.scheduler.t_initial"), warm = at(c, "train.scheduler.warmup_t");
+  const steps = at(c, "trainer.max_steps");
+  if (typeof tInit !== "number" || tInit > 0) return;
+  if (typeof warm === "number" && typeof steps === "number" && warm > 0 && tInit === steps - warm) {
+    throw new BasedError(
+      `trainer.max_steps ${steps} leaves no steps after the warm-up of ` +
+        `train.scheduler.warmup_t ${warm} (train.scheduler.t_initial = ${steps} − ${warm} = ${tInit})`,
+      `set trainer.max_steps above ${warm}, or lower train.scheduler.warmup_t below ${steps} ` +
+        `(e.g. train.scheduler.warmup_t=${Math.floor(steps / 2)})`,
+    );
+  }
+  throw new BasedError(
+    `train.scheduler.t_initial must be > 0, got ${tInit}`,
+    "set train.scheduler.t_initial to the number of steps of the cosine phase",
+  );
+}
+
 export function readSettings(cfg: Config, cwd: string): TrainSettings {
   const c = cfg;
   const accumulate = cfgInt(c, "trainer.accumulate_grad_batches", 1);
@@ -114,7 +139,10 @@ export function readSettings(cfg: Config, cwd: string): TrainSettings {
   const clip = at(c, "trainer.gradient_clip_val");
   const topK = cfgInt(c, "callbacks.model_checkpoint.save_top_k", 1);
   const maxLength = cfgInt(c, "datamodule.max_length");
-  checkSequenceLength(cfgMap(c, "model.config", {}) as Obj, maxLength);
+  const modelConfig = cfgMap(c, "model.config", {}) as Obj;
+  const model = modelConfigFromCfg(modelConfig, maxLength);
+  checkSequenceLength(model, maxLength);
+  checkWarmup(c);
   return {
     seed: typeof seed === "number" ? seed : 0,
     dataSeed: typeof seed === "number" ? seed : 0,
@@ -152,7 +180,8 @@ export function readSettings(cfg: Config, cwd: string): TrainSettings {
       ? null
       : cfgMap(c, "train.optimizer_param_grouping", {}) as Obj,
     clipNorm: typeof clip === "number" && clip > 0 ? clip : Infinity,
-    modelConfig: cfgMap(c, "model.config", {}) as Obj,
+    modelConfig,
+    model,
     quiet: Boolean(at(c, "quiet")),
     profile: Boolean(at(c, "profile")),
     precision: String(at(c, "trainer.precision") ?? "32"),

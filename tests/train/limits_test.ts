@@ -33,7 +33,7 @@ Deno.test("limits: YAML — 1.0 is all, 1 is one batch; the default is the whole
   const tree = (v: string) => ({
     "config.yaml": "defaults:\n  - _self_\n" +
       `datamodule:\n  max_length: 8\n  batch_size: 1\n` +
-      `model:\n  config: {}\ntrain:\n  optimizer:\n    lr: 0.001\n` +
+      `model:\n  config: { n_embd: 48, n_layer: 1, n_head: 2 }\ntrain:\n  optimizer:\n    lr: 0.001\n` +
       `trainer:\n  max_steps: 1\n  limit_val_batches: ${v}\n  limit_test_batches: 2\n`,
   });
   const S = (v: string) => readSettings(composeFrom(tree(v)), "/launch");
