@@ -3,7 +3,8 @@
  * `--checkpoint` / `init_from` found, the eval config of a snapshot (which
  * carries no data config), and `+init_from=DIR` for `based train`.
  */
-import { applyOverrides, cfgGet, composeConfig, type Config } from "../config/mod.ts";
+import { applyOverrides, cfgGet, type Config } from "../config/mod.ts";
+import { composeConfig } from "../configs/mod.ts";
 import { BasedError } from "../errors.ts";
 import type { LoadedCheckpoint } from "../train/checkpoint.ts";
 import { checkSequenceLength } from "../train/preflight.ts";
