@@ -39,16 +39,17 @@ function corrupt(source: string, what: string): never {
   );
 }
 
-const CRC_TABLES: Uint32Array[] = (() => {
-  const t: Uint32Array[] = [];
-  for (let k = 0; k < 8; k++) t.push(new Uint32Array(256));
+/** CRC-32 tables for slicing by 8 (Int32Array: V8 keeps the values as small integers). */
+const CRC_TABLES: Int32Array[] = (() => {
+  const t: Int32Array[] = [];
+  for (let k = 0; k < 8; k++) t.push(new Int32Array(256));
   for (let i = 0; i < 256; i++) {
     let c = i;
     for (let j = 0; j < 8; j++) c = c & 1 ? 0xedb88320 ^ (c >>> 1) : c >>> 1;
-    t[0][i] = c >>> 0;
+    t[0][i] = c;
   }
   for (let i = 0; i < 256; i++) {
-    for (let k = 1; k < 8; k++) t[k][i] = (t[0][t[k - 1][i] & 0xff] ^ (t[k - 1][i] >>> 8)) >>> 0;
+    for (let k = 1; k < 8; k++) t[k][i] = t[0][t[k - 1][i] & 0xff] ^ (t[k - 1][i] >>> 8);
   }
   return t;
 })();
@@ -56,12 +57,11 @@ const CRC_TABLES: Uint32Array[] = (() => {
 /** CRC-32 (the zip / IEEE polynomial), slicing by 8. */
 export function crc32(data: Uint8Array, crc = 0): number {
   const [t0, t1, t2, t3, t4, t5, t6, t7] = CRC_TABLES;
-  let c = ~crc >>> 0;
+  let c = ~crc | 0;
   let i = 0;
   const n8 = data.length - (data.length % 8);
   for (; i < n8; i += 8) {
-    const a = (c ^ (data[i] | (data[i + 1] << 8) | (data[i + 2] << 16) | (data[i + 3] << 24))) >>>
-      0;
+    const a = c ^ (data[i] | (data[i + 1] << 8) | (data[i + 2] << 16) | (data[i + 3] << 24));
     c = t7[a & 0xff] ^ t6[(a >>> 8) & 0xff] ^ t5[(a >>> 16) & 0xff] ^ t4[a >>> 24] ^
       t3[data[i + 4]] ^ t2[data[i + 5]] ^ t1[data[i + 6]] ^ t0[data[i + 7]];
   }
