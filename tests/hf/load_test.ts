@@ -20,7 +20,7 @@ import { BasedError } from "../../errors.ts";
 import { mapHfConfig } from "../../hf/config_map.ts";
 import { evalConfig } from "../../hf/hooks.ts";
 import { exportHf } from "../../hf/export.ts";
-import { PyGlobal, PyTuple, unpickle } from "../../hf/unpickle.ts";
+import { type PyGlobal, PyTuple, unpickle } from "../../hf/unpickle.ts";
 import { ALLOWED_GLOBALS, TorchStateDict } from "../../hf/torch_load.ts";
 import { writeTorchFile } from "../../hf/torch_save.ts";
 import { ZipArchive } from "../../hf/zip.ts";
