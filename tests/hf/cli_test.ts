@@ -15,9 +15,10 @@ import { decode, encode } from "../../data/tokenize/tokenizer.ts";
 import { parseSafetensors, tensorData } from "../../tensor/safetensors.ts";
 import { modelConfigFromCfg } from "../../model/config.ts";
 import { declareParams } from "../../model/params.ts";
+import { FIXTURES } from "../helpers.ts";
 
 const MAIN = new URL("../../main.ts", import.meta.url).pathname;
-const FIXTURE = new URL("../../../shared/fixtures/hf_based_tiny", import.meta.url).pathname;
+const FIXTURE = `${FIXTURES}/hf_based_tiny`;
 const present = await Deno.stat(join(FIXTURE, "expected.json")).then(() => true, () => false);
 
 const ROOT = await Deno.makeTempDir({ prefix: "based-hf-cli-test-" });
@@ -60,7 +61,7 @@ function same(a: Float32Array | Int32Array, b: Float32Array | Int32Array, what: 
 Deno.test({
   name: present
     ? "hf fixture: based eval of the snapshot prints the float64 reference's loss"
-    : "hf fixture: based eval prints the reference loss (skipped: ../shared/fixtures absent in a clone)",
+    : `hf fixture: based eval prints the reference loss (skipped: no fixture at ${FIXTURE})`,
   ignore: !present,
   ...opts,
   fn: async () => {
@@ -88,7 +89,7 @@ Deno.test({
 Deno.test({
   name: present
     ? "hf fixture: greedy based generate from its prompt prints its tokens"
-    : "hf fixture: greedy generate prints its tokens (skipped: ../shared/fixtures absent in a clone)",
+    : `hf fixture: greedy generate prints its tokens (skipped: no fixture at ${FIXTURE})`,
   ignore: !present,
   ...opts,
   fn: async () => {
