@@ -1,7 +1,7 @@
 /**
  * based — a Deno-native trainer for Based linear-attention language models.
  *   based train experiment=example/based-360m trainer.devices=1
- *   based info | bench | parity DIR | eval | generate | plot RUN_DIR
+ *   based info | bench | parity DIR | eval | generate | export | plot RUN_DIR
  *
  * A thin dispatcher: each command (its options, their parsing and checks) is
  * one module under cli/.
@@ -13,6 +13,7 @@ import { infoCommand } from "./cli/info.ts";
 import { trainCommand } from "./cli/train.ts";
 import { evalCommand } from "./cli/eval.ts";
 import { generateCommand } from "./cli/generate.ts";
+import { exportCommand } from "./cli/export.ts";
 import { benchCommand } from "./cli/bench.ts";
 import { parityCommand } from "./cli/parity.ts";
 import { plotCommand } from "./cli/plot.ts";
@@ -27,6 +28,7 @@ for (
     trainCommand,
     evalCommand,
     generateCommand,
+    exportCommand,
     benchCommand,
     parityCommand,
     plotCommand,

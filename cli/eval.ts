@@ -35,11 +35,12 @@ async function runEval(overrides: string[], opts: EvalOptions): Promise<void> {
   const { findCheckpoint, modelFromCheckpoint } = await import("../train/restore.ts");
   const { evaluate } = await import("../train/loop.ts");
   const { loadDataModule } = await import("../data/datamodule.ts");
-  const { applyOverrides, cfgInt } = await import("../config/mod.ts");
+  const { cfgInt } = await import("../config/mod.ts");
+  const { describeCheckpoint, evalConfig } = await import("../hf/hooks.ts");
   const e = await initEngine();
-  const ck = await findCheckpoint(opts.checkpoint);
-  const { model, cfg } = modelFromCheckpoint(e, ck);
-  const c = applyOverrides(cfg, overrides);
+  const ck = await findCheckpoint(opts.checkpoint); // ours or a Hugging Face snapshot (hf/)
+  const c = evalConfig(ck, overrides);
+  const { model } = modelFromCheckpoint(e, ck);
   const L = cfgInt(c, "datamodule.max_length");
   const bs = cfgInt(c, "datamodule.batch_size_eval", cfgInt(c, "datamodule.batch_size"));
   for (
@@ -51,7 +52,7 @@ async function runEval(overrides: string[], opts: EvalOptions): Promise<void> {
     (c as Record<string, Record<string, unknown>>).datamodule,
     { cwd: Deno.cwd(), log: console.log, splits: opts.split },
   );
-  console.log(`checkpoint ${ck.dir} (step ${ck.state.step}) on ${e.info.name}`);
+  console.log(`checkpoint: ${describeCheckpoint(ck)} on ${e.info.name}`);
   for (const split of opts.split) {
     const ds = split === "test" ? dm.test : split === "train" ? dm.train : dm.validation;
     const r = await evaluate(e, model, ds, { batchSize: bs, seqLen: L, limitBatches: opts.limit });

@@ -40,8 +40,11 @@ async function runGenerate(opts: GenerateCliOptions): Promise<void> {
   const { initEngine } = await import("../tensor/engine.ts");
   const { findCheckpoint, modelFromCheckpoint } = await import("../train/restore.ts");
   const { generate } = await import("../train/generate.ts");
+  const { describeCheckpoint } = await import("../hf/hooks.ts");
   const e = await initEngine();
-  const { model } = modelFromCheckpoint(e, await findCheckpoint(opts.checkpoint));
+  const ck = await findCheckpoint(opts.checkpoint, console.error); // ours or a snapshot (hf/)
+  console.error(`checkpoint: ${describeCheckpoint(ck)}`);
+  const { model } = modelFromCheckpoint(e, ck);
   const enc = new TextEncoder();
   Deno.stdout.writeSync(enc.encode(opts.prompt));
   await generate(e, model, {

@@ -15,6 +15,7 @@ import { basename, join } from "node:path";
 import { BasedError } from "../errors.ts";
 import { serializeSafetensors, type TensorToWrite } from "../tensor/safetensors.ts";
 import { checksumFile, type FileChecksum, readVerified } from "./integrity.ts";
+import { untieLmHead } from "../hf/tied.ts";
 
 export const MARKER = "COMPLETE";
 
@@ -289,6 +290,9 @@ export async function loadCheckpoint(
   }
   const files = [];
   for (const f of FILES) files.push(readVerified(await read(f), join(dir, f), sums?.[f]));
+  // written with lm_head.weight (PyTorch's state_dict) since issue 12; older ones without it
+  untieLmHead(files[0].tensors, join(dir, FILES[0]));
+  files[0].shapes.delete("lm_head.weight");
   return {
     dir,
     weights: files[0].tensors,

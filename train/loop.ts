@@ -13,7 +13,7 @@ import { BasedError, formatBytes } from "../errors.ts";
 import { backward, clearTape, noGrad } from "../tensor/tape.ts";
 import { type Tensor, tidy } from "../tensor/tensor.ts";
 import { accumulate, fill } from "../kernels/elementwise.ts";
-import { BasedLM, type Batch } from "../model/based.ts";
+import { BasedLM, type Batch, EMBEDDING } from "../model/based.ts";
 import { AdamW } from "../optim/adamw.ts";
 import { GradClip } from "../optim/clip.ts";
 import { paramGroup } from "../optim/groups.ts";
@@ -28,6 +28,9 @@ import { formatProfile, Progress, stepLine } from "./progress.ts";
 import { loadTuningCache } from "../kernels/matmul/mod.ts";
 import { batchCount, readSettings, type TrainSettings } from "./settings.ts";
 import { DataParallel } from "../parallel/data_parallel.ts";
+import { LM_HEAD, withLmHead } from "../hf/tied.ts";
+import { initFrom } from "../hf/hooks.ts";
+import { findCheckpoint } from "./restore.ts";
 import { bindingLimitError, checkTokenIds, isBindingLimitError } from "./preflight.ts";
 
 export interface TrainOptions {
@@ -96,8 +99,11 @@ export async function evaluate(
   return { loss, ppl: Math.exp(loss), tokens };
 }
 
-export async function train(cfg: Config, opts: TrainOptions = {}): Promise<TrainResult> {
+export async function train(config: Config, opts: TrainOptions = {}): Promise<TrainResult> {
   const cwd = opts.cwd ?? Deno.cwd();
+  // +init_from=DIR: fine-tune from a snapshot's or checkpoint's weights (and its model config)
+  const init = await initFrom(config, (p) => findCheckpoint(p, opts.log), opts.log ?? console.log);
+  const cfg = init?.cfg ?? config;
   const S: TrainSettings = readSettings(cfg, cwd);
   // ddp (parallel/): trainer.devices > 1 = one process per device; rank 0 alone writes and logs
   const dp = await DataParallel.init(S.devices);
@@ -170,6 +176,7 @@ export async function train(cfg: Config, opts: TrainOptions = {}): Promise<Train
   let tokensSeen = 0;
   /** the newest checkpoint of this run (resumed from or written) */
   let lastCheckpoint: string | null = null;
+  if (init) model.store.load(init.weights); // resume (below) takes precedence when it finds one
   if (S.resume) {
     const ck = await latestCheckpoint(S.checkpointDir, log);
     if (ck) {
@@ -379,7 +386,8 @@ async function writeCheckpoint(
   tokens: number,
   cfg: Config,
 ): Promise<string> {
-  const weights = await model.store.read("values");
+  // with lm_head.weight, as PyTorch's state_dict of the reference has it (load_state_dict strict)
+  const weights = withLmHead(await model.store.read("values"));
   const st = await adam.state();
   const optimizer = new Map<string, Float32Array>();
   for (const [n, v] of st.m) optimizer.set(`exp_avg.${n}`, v);
@@ -390,6 +398,7 @@ async function writeCheckpoint(
     shapes.set(`exp_avg.${p.name}`, p.shape);
     shapes.set(`exp_avg_sq.${p.name}`, p.shape);
   }
+  shapes.set(LM_HEAD, shapes.get(EMBEDDING)!);
   return await saveCheckpoint(S.checkpointDir, {
     weights,
     optimizer,

@@ -6,13 +6,18 @@ import { BasedLM } from "../model/based.ts";
 import { modelConfigFromCfg } from "../model/config.ts";
 import { latestCheckpoint, loadCheckpoint, type LoadedCheckpoint, MARKER } from "./checkpoint.ts";
 import type { Config } from "../config/mod.ts";
+import { hfWeightsFile, loadHfSnapshot } from "../hf/snapshot.ts";
 import { checkShapes } from "./integrity.ts";
 
-/** `path` is a checkpoint (holds COMPLETE) or a directory of checkpoints (the newest is taken). */
+/**
+ * `path` is a checkpoint (holds COMPLETE), a directory of checkpoints (the
+ * newest is taken) or a Hugging Face snapshot of a released model (hf/).
+ */
 export async function findCheckpoint(
   path: string,
   log: (s: string) => void = console.log,
 ): Promise<LoadedCheckpoint> {
+  if (await hfWeightsFile(path)) return await loadHfSnapshot(path, log);
   try {
     await Deno.stat(join(path, MARKER));
     return await loadCheckpoint(path);
