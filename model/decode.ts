@@ -14,11 +14,12 @@ import { keep, type Tensor, tidy } from "../tensor/tensor.ts";
 import { noGrad } from "../tensor/tape.ts";
 import type { BasedConfig, MixerConfig } from "./config.ts";
 import { type BasedLM, EMBEDDING } from "./based.ts";
-import { mlpForward, type Weights } from "./mixers.ts";
+import type { Weights } from "./mixers.ts";
 import { addRmsNorm } from "../kernels/rmsnorm.ts";
 import { narrow, reshape, split } from "../kernels/layout.ts";
 import { embedding } from "../kernels/embedding.ts";
-import { linear } from "../kernels/matmul.ts";
+import { linear as tiledLinear } from "../kernels/matmul.ts";
+import { gemv, gemvFits } from "../kernels/gemv.ts";
 import { swiglu } from "../kernels/elementwise.ts";
 import { causalConv1d } from "../kernels/conv1d.ts";
 import {
@@ -32,7 +33,12 @@ import {
 import { slidingWindowAttention } from "../kernels/sliding_window.ts";
 import { rotaryQK } from "../kernels/rotary.ts";
 import { convStep, convTail, kvCacheWrite, windowAttendStep } from "../kernels/decode.ts";
-import { lmHeadLogits } from "./lm_head.ts";
+
+/** Linear layer of the decoder: the skinny kernel for one token per sequence. */
+function linear(x: Tensor, w: Tensor, bias?: Tensor): Tensor {
+  const K = x.shape[x.rank - 1];
+  return gemvFits(x.size / K, K) ? gemv(x, w, bias) : tiledLinear(x, w, bias);
+}
 
 type LayerState =
   | { kind: "conv"; tail: Tensor | null }
@@ -119,12 +125,17 @@ export class Decoder {
           const [r, x] = addRmsNorm(h, residual, this.model.p(`${pre}.norm1.weight`), c.normEps);
           const a = this.#mixer(i, c.layers[i], w, reshape(x, [B, L, c.nEmbd]), L, parallel);
           const [r2, x2] = addRmsNorm(a, r, this.model.p(`${pre}.norm2.weight`), c.normEps);
-          h = mlpForward((n) => this.model.p(`${pre}.mlp.${n}`), x2, c.mlpHidden);
+          const [value, gate] = split(
+            linear(x2, this.model.p(`${pre}.mlp.fc1.weight`)),
+            -1,
+            [c.mlpHidden, c.mlpHidden],
+          );
+          h = linear(swiglu(value, gate), this.model.p(`${pre}.mlp.fc2.weight`));
           residual = r2;
         }
         const [, y] = addRmsNorm(h, residual, this.model.p("transformer.ln_f.weight"), c.normEps);
         const last = L === 1 ? y : narrow(reshape(y, [B, L, c.nEmbd]), 1, L - 1, 1);
-        return lmHeadLogits(reshape(last, [B, c.nEmbd]), this.model.p(EMBEDDING));
+        return linear(reshape(last, [B, c.nEmbd]), this.model.p(EMBEDDING));
       })
     );
     this.#pos += L;
