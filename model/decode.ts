@@ -18,7 +18,7 @@ import type { Weights } from "./mixers.ts";
 import { addRmsNorm } from "../kernels/rmsnorm.ts";
 import { narrow, reshape, split } from "../kernels/layout.ts";
 import { embedding } from "../kernels/embedding.ts";
-import { linear as tiledLinear } from "../kernels/matmul.ts";
+import { linear as tiledLinear } from "../kernels/matmul/mod.ts";
 import { gemv, gemvFits } from "../kernels/gemv.ts";
 import { swiglu } from "../kernels/elementwise.ts";
 import { causalConv1d } from "../kernels/conv1d.ts";
@@ -29,7 +29,7 @@ import {
   linearAttentionState,
   linearAttentionStep,
   resolveView,
-} from "../kernels/linear_attention.ts";
+} from "../kernels/linear_attention/mod.ts";
 import { slidingWindowAttention } from "../kernels/sliding_window.ts";
 import { rotaryQK } from "../kernels/rotary.ts";
 import { convStep, convTail, kvCacheWrite, windowAttendStep } from "../kernels/decode.ts";

@@ -5,11 +5,11 @@
  */
 import type { Tensor } from "../tensor/tensor.ts";
 import type { MixerConfig } from "./config.ts";
-import { linear } from "../kernels/matmul.ts";
+import { linear } from "../kernels/matmul/mod.ts";
 import { reshape, split } from "../kernels/layout.ts";
 import { swiglu } from "../kernels/elementwise.ts";
 import { causalConv1d } from "../kernels/conv1d.ts";
-import { linearAttention, resolveView } from "../kernels/linear_attention.ts";
+import { linearAttention, resolveView } from "../kernels/linear_attention/mod.ts";
 import { slidingWindowAttention } from "../kernels/sliding_window.ts";
 import { rotaryQK } from "../kernels/rotary.ts";
 

@@ -9,7 +9,7 @@ import type { Engine } from "../tensor/engine.ts";
 import type { BasedLM } from "../model/based.ts";
 import { Decoder } from "../model/decode.ts";
 import { Random } from "../tensor/random.ts";
-import { decode, encode, EOS, TokenStreamDecoder } from "../data/tokenizer.ts";
+import { decode, encode, EOS, TokenStreamDecoder } from "../data/tokenize/mod.ts";
 import { sample } from "./sample.ts";
 
 export { sample } from "./sample.ts";

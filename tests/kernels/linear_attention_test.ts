@@ -7,8 +7,8 @@ import {
   type LinearAttentionView,
   resolveView,
   taylorFeatureMap,
-} from "../../kernels/linear_attention.ts";
-import * as ref from "../../kernels/linear_attention_ref.ts";
+} from "../../kernels/linear_attention/mod.ts";
+import * as ref from "../../kernels/linear_attention/reference.ts";
 import type { Engine } from "../../tensor/engine.ts";
 import { BasedError } from "../../tensor/errors.ts";
 import { readSafetensors, type SafeFile, tensorData } from "../../tensor/safetensors.ts";

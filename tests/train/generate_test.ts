@@ -9,14 +9,13 @@
  */
 import { deepStrictEqual as eq } from "node:assert/strict";
 import { gpuTest } from "../helpers.ts";
-import { BasedLM } from "../../model/based.ts";
+import { BasedLM, EMBEDDING } from "../../model/based.ts";
 import { modelConfigFromCfg } from "../../model/config.ts";
 import { generate } from "../../train/generate.ts";
 import { argmax, sample, samplingDistribution } from "../../train/sample.ts";
-import { EMBEDDING } from "../../model/based.ts";
 import { findCheckpoint, modelFromCheckpoint } from "../../train/restore.ts";
 import { saveCheckpoint } from "../../train/checkpoint.ts";
-import { encode } from "../../data/tokenizer.ts";
+import { encode } from "../../data/tokenize/mod.ts";
 import { noGrad } from "../../tensor/tape.ts";
 import { tidy } from "../../tensor/tensor.ts";
 import { Random } from "../../tensor/random.ts";
