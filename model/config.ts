@@ -20,6 +20,8 @@ export interface MixerConfig {
   view: string;
   /** SlidingAttention / MHA: keys max(0, i - window/2) .. i; Infinity for full causal attention */
   window: number;
+  /** LinearAttention: the paper's fixed decay (model.config.fixed_decay), null when off */
+  decay: { c0: number; denom: boolean } | null;
 }
 
 export interface BasedConfig {
@@ -95,7 +97,30 @@ function mixerConfig(
     eps: num(m, "eps", defaultEps, where),
     view,
     window: kind === "mha" ? Infinity : num(m, "window_size", 128, where),
+    decay: null,
   };
+}
+
+/**
+ * The decay keys of `model.config` (the reference's GPT2MixerConfig, read by
+ * `DecayClass`): fixed_decay (default off), decay_const c0 (class default −5),
+ * decay_denom (class default true); decay_proj (data-dependent) is refused.
+ */
+function decayConfig(c: Obj): { c0: number; denom: boolean } | null {
+  if (c.decay_proj) {
+    throw new BasedError(
+      "model.config.decay_proj (the data-dependent decay) is not supported yet",
+      "remove it (fixed_decay works without it)",
+    );
+  }
+  if (!c.fixed_decay) return null;
+  const c0 = num(c, "decay_const", -5);
+  if (!(c0 < 0)) {
+    throw new BasedError(
+      `model.config.decay_const must be negative (r_h = 1 - 2^(c0 - h) > 0), got ${c0}`,
+    );
+  }
+  return { c0, denom: c.decay_denom === undefined ? true : Boolean(c.decay_denom) };
 }
 
 /** Builds the model configuration from `model.config` (spec §2). */
@@ -115,11 +140,22 @@ export function modelConfigFromCfg(c: Obj, maxLength?: number): BasedConfig {
   const a2 = c.alt_mixer_2
     ? mixerConfig(c.alt_mixer_2 as Obj, "slide", nEmbd, nHead, "model.config.alt_mixer_2")
     : null;
+  const decay = decayConfig(c);
+  const withDecay = (m: MixerConfig | null) => {
+    if (!m || !decay || m.kind !== "linear") return m;
+    if (m.view !== "quadratic") {
+      throw new BasedError(
+        `model.config.fixed_decay: the linear-attention view '${m.view}' does not implement the decay yet`,
+        "set parallel_implementation=quadratic in the linear-attention mixer config",
+      );
+    }
+    return { ...m, decay };
+  };
   const layers: MixerConfig[] = [];
   for (let i = 0; i < nLayer; i++) {
-    if (alt2.includes(i) && a2) layers.push(a2);
-    else if (alt1.includes(i) && a1) layers.push(a1);
-    else layers.push(base);
+    if (alt2.includes(i) && a2) layers.push(withDecay(a2)!);
+    else if (alt1.includes(i) && a1) layers.push(withDecay(a1)!);
+    else layers.push(withDecay(base)!);
   }
   if (c.activation_function !== undefined && c.activation_function !== "swiglu") {
     throw new BasedError(

@@ -4,7 +4,8 @@
  * step through that state instead of re-running the forward over the context.
  *
  * State per layer: BaseConv — the last K−1 inputs of the short conv;
- * LinearAttention — Σ v φ(k)ᵀ and Σ φ(k) (plus the decay, when configured);
+ * LinearAttention — Σ v φ(k)ᵀ and Σ φ(k) (with fixed_decay: the numerator's
+ * state decayed by r_h per token, the row normalisation in closed form);
  * SlidingAttention / MHA — a ring cache of the last ⌊W/2⌋+1 rotated keys and
  * values (MHA: of every position up to the capacity). Batch B > 1 decodes B
  * sequences of the same length in lockstep.
@@ -23,6 +24,9 @@ import { gemv, gemvFits } from "../kernels/gemv.ts";
 import { swiglu } from "../kernels/elementwise.ts";
 import { causalConv1d } from "../kernels/conv1d.ts";
 import {
+  type DecayCursor,
+  decayPrefill,
+  decayStep,
   linearAttention,
   linearAttentionPrefill,
   type LinearAttentionState,
@@ -42,7 +46,7 @@ function linear(x: Tensor, w: Tensor, bias?: Tensor): Tensor {
 
 type LayerState =
   | { kind: "conv"; tail: Tensor | null }
-  | { kind: "linear"; la: LinearAttentionState }
+  | { kind: "linear"; la: LinearAttentionState; decay: DecayCursor | null }
   | { kind: "attn"; kc: Tensor; vc: Tensor; left: number };
 
 /** Ring-cache slots of an attention layer for sequences up to `capacity` tokens. */
@@ -79,7 +83,8 @@ export class Decoder {
         const la = linearAttentionState(B, m.numHeads, m.featureDim, m.headDim);
         keep(la.kv);
         keep(la.k);
-        return { kind: "linear", la };
+        const decay = m.decay ? { o: m.decay, n: capacity + 1, pos: 0 } : null;
+        return { kind: "linear", la, decay };
       }
       const S = cacheSlots(m, capacity);
       const kc = keep(this.e.empty([B, S, m.numHeads, d / m.numHeads], "f32", "kv cache"));
@@ -172,9 +177,12 @@ export class Decoder {
           view: resolveView(m.view),
           eps: m.eps,
           featureDim: m.featureDim,
+          decay: m.decay,
         });
-        linearAttentionPrefill(st.la, k, v);
-      } else y = linearAttentionStep(st.la, q, k, v, m.eps);
+        if (st.decay) decayPrefill(st.la, k, v, st.decay);
+        else linearAttentionPrefill(st.la, k, v);
+      } else if (st.decay) y = decayStep(st.la, q, k, v, m.eps, st.decay);
+      else y = linearAttentionStep(st.la, q, k, v, m.eps);
       return linear(reshape(y, [B, L, m.numHeads * m.headDim]), w("out_proj.weight"));
     }
     const d = c.nEmbd;

@@ -45,6 +45,7 @@ export function linearAttentionMixer(
     view: resolveView(m.view),
     eps: m.eps,
     featureDim: m.featureDim,
+    decay: m.decay,
   });
   return linear(reshape(y, [B, L, m.numHeads * m.headDim]), w("out_proj.weight"));
 }

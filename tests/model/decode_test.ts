@@ -3,7 +3,8 @@
  * each recurrent step's logits equal the parallel forward's logits at that
  * position, for small random models with every mixer kind (BaseConv, linear
  * attention in each training view, sliding window whose ring cache wraps,
- * full MHA), batch 2 with different sequences.
+ * full MHA, the fixed decay with and without row normalisation), batch 2 with
+ * different sequences.
  *
  * Tolerance: both paths compute the same f32 quantities with different
  * summation orders (prefix states vs. per-token recurrences, online vs.
@@ -14,7 +15,9 @@
  * 2e-4 × max(1, max|logit|) — far below the logits' spread (~0.5) so a wrong
  * position, tap, decay or state would fail.
  */
+import { deepStrictEqual as eq, throws } from "node:assert/strict";
 import { gpuTest } from "../helpers.ts";
+import { BasedError } from "../../tensor/errors.ts";
 import { BasedLM } from "../../model/based.ts";
 import { modelConfigFromCfg } from "../../model/config.ts";
 import { Decoder } from "../../model/decode.ts";
@@ -24,8 +27,13 @@ import { Random } from "../../tensor/random.ts";
 
 const V = 96;
 
-function modelCfg(base: "BaseConv" | "MHA", view: string): Record<string, unknown> {
+function modelCfg(
+  base: "BaseConv" | "MHA",
+  view: string,
+  decay?: Record<string, unknown>,
+): Record<string, unknown> {
   return {
+    ...decay,
     n_embd: 32,
     n_head: 2,
     n_layer: 6,
@@ -51,17 +59,22 @@ function modelCfg(base: "BaseConv" | "MHA", view: string): Record<string, unknow
 const N = 20;
 const B = 2;
 
+const DECAY = { fixed_decay: true, decay_const: -2, decay_denom: true };
+
 for (
-  const [base, view] of [
-    ["BaseConv", "quadratic"],
-    ["BaseConv", "chunked"],
-    ["MHA", "cumsum"],
+  const [base, view, decay] of [
+    ["BaseConv", "quadratic", undefined],
+    ["BaseConv", "chunked", undefined],
+    ["MHA", "cumsum", undefined],
+    ["BaseConv", "quadratic", DECAY],
+    ["MHA", "quadratic", { ...DECAY, decay_denom: false }],
   ] as const
 ) {
+  const what = `${base}, ${view}${decay ? `, ${JSON.stringify(decay)}` : ""}`;
   gpuTest(
-    `decode: recurrent logits = parallel logits at every position (${base}, ${view})`,
+    `decode: recurrent logits = parallel logits at every position (${what})`,
     async (e) => {
-      const config = modelConfigFromCfg(modelCfg(base, view), 64);
+      const config = modelConfigFromCfg(modelCfg(base, view, decay), 64);
       const model = BasedLM.create(e, config, {
         seed: 7,
         groupOf: () => "all",
@@ -109,3 +122,37 @@ for (
     },
   );
 }
+
+Deno.test("config: the decay keys (fixed_decay, decay_const, decay_denom; decay_proj refused)", () => {
+  const at = (extra: Record<string, unknown>, view = "quadratic") =>
+    modelConfigFromCfg(modelCfg("BaseConv", view, extra), 64).layers.map((l) => l.decay);
+  eq(at({}), [null, null, null, null, null, null]); // off by default
+  const d = at({ fixed_decay: true });
+  eq(d[1], { c0: -5, denom: true }); // the reference class defaults
+  eq(d[0], null); // BaseConv and sliding-window layers take no decay
+  eq(at({ fixed_decay: true, decay_const: -3, decay_denom: false })[4], { c0: -3, denom: false });
+  const refuses = (extra: Record<string, unknown>, re: RegExp, view = "quadratic") =>
+    throws(() => at(extra, view), (e: Error) => e instanceof BasedError && re.test(e.message));
+  refuses({ fixed_decay: true, decay_proj: true }, /decay_proj .* not supported yet/);
+  refuses({ fixed_decay: true, decay_const: 0 }, /decay_const must be negative/);
+  refuses({ fixed_decay: true }, /view 'chunked' does not implement the decay/, "chunked");
+});
+
+gpuTest("decode: fixed_decay changes the model's logits (the key is not ignored)", async (e) => {
+  const read = async (decay?: Record<string, unknown>) => {
+    const config = modelConfigFromCfg(modelCfg("BaseConv", "quadratic", decay), 64);
+    const model = BasedLM.create(e, config, { seed: 7, groupOf: () => "all", groupOrder: ["all"] });
+    const ids = Int32Array.from({ length: 12 }, (_, i) => (i * 7) % V);
+    const idsT = e.tensor(ids, [1, 12], "i32");
+    const t = noGrad(() => tidy(() => model.logits({ ids: idsT, hostIds: ids, B: 1, L: 12 })));
+    const out = await e.readF32(t);
+    t.dispose();
+    idsT.dispose();
+    model.store.destroy();
+    return out;
+  };
+  const a = await read(), b = await read(DECAY);
+  let diff = 0;
+  for (let i = 0; i < a.length; i++) diff = Math.max(diff, Math.abs(a[i] - b[i]));
+  if (!(diff > 1e-2)) throw new Error(`decay changed the logits by only ${diff}`);
+});
