@@ -21,7 +21,7 @@ export interface MixerConfig {
   /** SlidingAttention / MHA: keys max(0, i - window/2) .. i; Infinity for full causal attention */
   window: number;
   /** LinearAttention: the paper's fixed decay (model.config.fixed_decay), null when off */
-  decay: { c0: number; denom: boolean } | null;
+  decay?: { c0: number; denom: boolean } | null;
 }
 
 export interface BasedConfig {
