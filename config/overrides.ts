@@ -12,7 +12,7 @@
  * Beyond Hydra (OmegaConf has no types for plain YAML): a plain `key=value`
  * must match the type of the value it replaces (see checkType).
  */
-import { BasedError } from "../tensor/errors.ts";
+import { BasedError } from "../errors.ts";
 import { parsePrimitive, Resolver, splitKey } from "./resolve.ts";
 import {
   brief,

@@ -4,7 +4,7 @@
  * value into a string), type names for messages and a work budget that bounds
  * every parser and the resolver.
  */
-import { BasedError } from "../tensor/errors.ts";
+import { BasedError } from "../errors.ts";
 
 export type Scalar = string | number | boolean | null;
 export type ConfigValue = Scalar | ConfigValue[] | ConfigMap;

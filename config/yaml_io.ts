@@ -3,7 +3,7 @@
  * file/line positions in errors) and printing a resolved config.
  */
 import { Document, isScalar, parse, visit } from "yaml";
-import { BasedError } from "../tensor/errors.ts";
+import { BasedError } from "../errors.ts";
 import { clip, type Config, type ConfigMap, type ConfigValue, isMap, MAX_DEPTH } from "./util.ts";
 
 export interface ParsedFile {

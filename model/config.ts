@@ -2,7 +2,7 @@
  * The model configuration, read from the `model.config` section of a
  * resolved config in the reference's keys (GPT2MixerConfig + mixer blocks).
  */
-import { BasedError } from "../tensor/errors.ts";
+import { BasedError } from "../errors.ts";
 
 export type MixerKind = "conv" | "linear" | "slide" | "mha";
 

@@ -7,7 +7,7 @@
  * (`step_update(num_updates)`), starting from `step(0)` at construction.
  * All arithmetic is float64, as in Python.
  */
-import { BasedError } from "../tensor/errors.ts";
+import { BasedError } from "../errors.ts";
 
 export interface ConstantSchedule {
   kind: "constant";

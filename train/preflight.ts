@@ -16,7 +16,7 @@
  *   buffer's size as a + c·B) rather than guessed.
  */
 import type { Engine } from "../tensor/engine.ts";
-import { BasedError, formatBytes } from "../tensor/errors.ts";
+import { BasedError, formatBytes } from "../errors.ts";
 import type { DataModule } from "../data/datamodule.ts";
 
 type Obj = Record<string, unknown>;

@@ -3,7 +3,7 @@
  * Lightning's defaults where the config leaves a key out.
  */
 import { join, resolve } from "node:path";
-import { BasedError } from "../tensor/errors.ts";
+import { BasedError } from "../errors.ts";
 import { cfgGet, cfgInt, cfgMap, cfgNum, type Config } from "../config/mod.ts";
 import { checkSequenceLength } from "./preflight.ts";
 

@@ -19,7 +19,7 @@
  * g' = [go | gz] turn the normalised attention into an un-normalised one with
  * D+1 columns.
  */
-import { BasedError } from "../../tensor/errors.ts";
+import { BasedError } from "../../errors.ts";
 import type { Tensor } from "../../tensor/tensor.ts";
 import { record } from "../../tensor/tape.ts";
 import { fill } from "../elementwise.ts";
