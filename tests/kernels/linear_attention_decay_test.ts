@@ -35,7 +35,7 @@ import {
 } from "../../kernels/linear_attention/mod.ts";
 import { backward } from "../../tensor/tape.ts";
 import { tidy } from "../../tensor/tensor.ts";
-import { BasedError } from "../../tensor/errors.ts";
+import { BasedError } from "../../errors.ts";
 
 // float64 forms of the same quantity, different summation orders: agreement to ~1e-12
 const TOL_F64: Tol = { atol: 1e-12, rtol: 1e-10 };

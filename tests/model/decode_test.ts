@@ -17,7 +17,7 @@
  */
 import { deepStrictEqual as eq, throws } from "node:assert/strict";
 import { gpuTest } from "../helpers.ts";
-import { BasedError } from "../../tensor/errors.ts";
+import { BasedError } from "../../errors.ts";
 import { BasedLM } from "../../model/based.ts";
 import { modelConfigFromCfg } from "../../model/config.ts";
 import { Decoder } from "../../model/decode.ts";
