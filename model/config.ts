@@ -143,10 +143,10 @@ export function modelConfigFromCfg(c: Obj, maxLength?: number): BasedConfig {
   const decay = decayConfig(c);
   const withDecay = (m: MixerConfig | null) => {
     if (!m || !decay || m.kind !== "linear") return m;
-    if (m.view !== "quadratic") {
+    if (!["quadratic", "chunked", "fla_parallel", "fla_chunk"].includes(m.view)) {
       throw new BasedError(
         `model.config.fixed_decay: the linear-attention view '${m.view}' does not implement the decay yet`,
-        "set parallel_implementation=quadratic in the linear-attention mixer config",
+        "set parallel_implementation=quadratic or chunked in the linear-attention mixer config",
       );
     }
     return { ...m, decay };

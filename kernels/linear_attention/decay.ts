@@ -264,7 +264,10 @@ export function decayBackward(
   return [dq, dk, dv];
 }
 
-/** Differentiable decayed linear attention (the quadratic form). */
+/** The forward of one decayed view: [y, den]. */
+export type DecayForward = typeof decayForward;
+
+/** Differentiable decayed linear attention: `fwd` (a view's forward), the quadratic form's backward. */
 export function decayedLinearAttention(
   d: Dims,
   g: Geo,
@@ -273,8 +276,9 @@ export function decayedLinearAttention(
   v: Tensor,
   o: DecayOptions,
   eps: number,
+  fwd: DecayForward = decayForward,
 ): Tensor {
-  const [y, den] = decayForward(d, g, q, k, v, o, eps);
+  const [y, den] = fwd(d, g, q, k, v, o, eps);
   record("linear_attention_decay", [q, k, v], [y], [q, k, v, y, den], ([gy], saved) => {
     if (!gy) return [null, null, null];
     return decayBackward(d, g, saved, gy, o, eps, [

@@ -29,6 +29,7 @@ import { cumsum } from "./cumsum.ts";
 import { checkGeometry, type Dims, dims, type Geo, PREP, type View } from "./geometry.ts";
 import { quadratic } from "./quadratic.ts";
 import { decayedLinearAttention, decayForward, type DecayOptions } from "./decay.ts";
+import { decayChunkedForward } from "./decay_chunked.ts";
 
 export { CHUNK } from "./geometry.ts";
 export { taylorFeatureMap } from "./feature_map.ts";
@@ -79,18 +80,18 @@ export interface LinearAttentionOptions {
    * default true
    */
   normalize?: boolean;
-  /** the paper's fixed decay (decay.ts); off when absent. Quadratic view only so far. */
+  /** the paper's fixed decay (decay.ts); off when absent. Quadratic and chunked views. */
   decay?: DecayOptions | null;
 }
 
 /** Refuses the decay where no kernel implements it yet (one line, what to do). */
 export function checkDecayView(view: LinearAttentionView, normalize = true): void {
-  if (view !== "quadratic" || !normalize) {
+  if (view === "cumsum" || !normalize) {
     throw new BasedError(
       `linear attention with fixed_decay: the ${view} view${
         normalize ? "" : " (unnormalised)"
       } does not implement the decay yet`,
-      "set parallel_implementation=quadratic in the linear-attention mixer config",
+      "set parallel_implementation=quadratic or chunked in the linear-attention mixer config",
     );
   }
 }
@@ -147,7 +148,8 @@ export function linearAttention(
   const view = resolveView(opts.view);
   if (opts.decay) {
     checkDecayView(view, opts.normalize !== false);
-    return decayedLinearAttention(d, g, q, k, v, opts.decay, eps);
+    const fwd = view === "chunked" ? decayChunkedForward : decayForward;
+    return decayedLinearAttention(d, g, q, k, v, opts.decay, eps, fwd);
   }
   if (opts.normalize === false) return numerator(view, d, g, q, k, v);
   const [y, den] = forward(view, d, g, q, k, v, eps);
@@ -212,7 +214,15 @@ export function linearAttentionForward(
   const view = resolveView(opts.view);
   if (opts.decay) checkDecayView(view);
   const [y, den] = opts.decay
-    ? decayForward(d, g, q, k, v, opts.decay, opts.eps ?? 1e-12)
+    ? (view === "chunked" ? decayChunkedForward : decayForward)(
+      d,
+      g,
+      q,
+      k,
+      v,
+      opts.decay,
+      opts.eps ?? 1e-12,
+    )
     : forward(view, d, g, q, k, v, opts.eps ?? 1e-12);
   return { y, den };
 }

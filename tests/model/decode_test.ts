@@ -66,7 +66,7 @@ for (
     ["BaseConv", "quadratic", undefined],
     ["BaseConv", "chunked", undefined],
     ["MHA", "cumsum", undefined],
-    ["BaseConv", "quadratic", DECAY],
+    ["BaseConv", "chunked", DECAY],
     ["MHA", "quadratic", { ...DECAY, decay_denom: false }],
   ] as const
 ) {
@@ -135,7 +135,7 @@ Deno.test("config: the decay keys (fixed_decay, decay_const, decay_denom; decay_
     throws(() => at(extra, view), (e: Error) => e instanceof BasedError && re.test(e.message));
   refuses({ fixed_decay: true, decay_proj: true }, /decay_proj .* not supported yet/);
   refuses({ fixed_decay: true, decay_const: 0 }, /decay_const must be negative/);
-  refuses({ fixed_decay: true }, /view 'chunked' does not implement the decay/, "chunked");
+  refuses({ fixed_decay: true }, /view 'cumsum' does not implement the decay/, "cumsum");
 });
 
 gpuTest("decode: fixed_decay changes the model's logits (the key is not ignored)", async (e) => {
