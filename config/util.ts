@@ -9,6 +9,8 @@ import { BasedError } from "../errors.ts";
 export type Scalar = string | number | boolean | null;
 export type ConfigValue = Scalar | ConfigValue[] | ConfigMap;
 export type ConfigMap = { [key: string]: ConfigValue };
+/** A section of a config as its readers take it: a plain object of unknown values. */
+export type Obj = Record<string, unknown>;
 /** A composed and resolved config: nested records, arrays, numbers, strings, booleans, null. */
 export type Config = ConfigMap;
 

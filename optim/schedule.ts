@@ -8,6 +8,7 @@
  * All arithmetic is float64, as in Python.
  */
 import { BasedError } from "../errors.ts";
+import type { Obj } from "../config/mod.ts";
 
 export interface ConstantSchedule {
   kind: "constant";
@@ -77,8 +78,6 @@ export function constantSchedule(lr: number): ConstantSchedule {
   }
   return { kind: "constant", lr };
 }
-
-type Obj = Record<string, unknown>;
 
 /**
  * The schedule of a config. `section` is either the whole `train` section

@@ -7,7 +7,7 @@ import type { Engine } from "../tensor/engine.ts";
 import { ParamStore } from "../tensor/params.ts";
 import { backward, clearTape, noGrad } from "../tensor/tape.ts";
 import { type Tensor, tidy } from "../tensor/tensor.ts";
-import { type MixerConfig, modelConfigFromCfg } from "../model/config.ts";
+import { type MixerConfig, modelConfigFromCfg, withView } from "../model/config.ts";
 import { BasedLM } from "../model/based.ts";
 import { BasedError } from "../errors.ts";
 import { declareParams } from "../model/params.ts";
@@ -179,8 +179,10 @@ export async function moduleCase(
   return run.result(title);
 }
 
+/** A module case's mixer: the fixture's values, the rest unused by that module. */
 export function mixerCfg(kind: MixerConfig["kind"], o: Partial<MixerConfig>): MixerConfig {
   return {
+    section: "mixer",
     kind,
     expandProj: 2,
     useBias: true,
@@ -221,15 +223,9 @@ function buildModel(
   const yamlKeys = info.config_yaml_keys as
     | { model?: { config?: Record<string, unknown> } }
     | undefined;
-  const cfgObj = { ...(yamlKeys?.model?.config ?? {}) };
-  if (view) {
-    cfgObj.alt_mixer = {
-      ...(cfgObj.alt_mixer as Record<string, unknown>),
-      parallel_implementation: view,
-      eps: 1e-12,
-    };
-  }
-  const config = modelConfigFromCfg(cfgObj);
+  const configured = modelConfigFromCfg({ ...(yamlKeys?.model?.config ?? {}) });
+  // the fixtures' linear attention ran in each view with ε = 1e-12
+  const config = view ? withView(configured, view, 1e-12) : configured;
   const { groupOf, wd } = groupsFromManifest(fx);
   const specs = declareParams(config).map((d) => ({
     name: d.name,

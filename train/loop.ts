@@ -13,7 +13,6 @@ import { backward, clearTape, noGrad } from "../tensor/tape.ts";
 import { type Tensor, tidy } from "../tensor/tensor.ts";
 import { accumulate, fill } from "../kernels/elementwise.ts";
 import { BasedLM, type Batch } from "../model/based.ts";
-import { modelConfigFromCfg } from "../model/config.ts";
 import { AdamW } from "../optim/adamw.ts";
 import { GradClip } from "../optim/clip.ts";
 import { paramGroup } from "../optim/groups.ts";
@@ -120,7 +119,7 @@ export async function train(cfg: Config, opts: TrainOptions = {}): Promise<Train
   }
 
   // ---- model and optimizer
-  const mc = modelConfigFromCfg(S.modelConfig, L);
+  const mc = S.model;
   checkTokenIds(dm, mc.vocabSize, ["train", "validation", "test"]);
   const groupOf = (name: string, kind: Parameters<typeof paramGroup>[1]) =>
     paramGroup(name, kind, S.grouping);

@@ -69,6 +69,17 @@ export function resolveView(name: string): LinearAttentionView {
   return v;
 }
 
+/** A view name as the ops take it: resolved already (model/config.ts resolves configured names). */
+function checkView(view: LinearAttentionView): LinearAttentionView {
+  if (!Object.hasOwn(VIEWS, view)) {
+    throw new Error(
+      `linearAttention: '${view}' is not a view (${Object.keys(VIEWS).join(", ")}); ` +
+        "resolve configured names with resolveView",
+    );
+  }
+  return view;
+}
+
 export interface LinearAttentionOptions {
   view: LinearAttentionView;
   /** added to the denominator; default 1e-12 */
@@ -145,7 +156,7 @@ export function linearAttention(
   const d = dims(q, k, v, opts.featureDim);
   const g = checkGeometry(d);
   const eps = opts.eps ?? 1e-12;
-  const view = resolveView(opts.view);
+  const view = checkView(opts.view);
   if (opts.decay) {
     checkDecayView(view, opts.normalize !== false);
     const fwd = view === "chunked" ? decayChunkedForward : decayForward;
@@ -211,7 +222,7 @@ export function linearAttentionForward(
 ): { y: Tensor; den: Tensor } {
   const d = dims(q, k, v, opts.featureDim);
   const g = checkGeometry(d);
-  const view = resolveView(opts.view);
+  const view = checkView(opts.view);
   if (opts.decay) checkDecayView(view);
   const [y, den] = opts.decay
     ? (view === "chunked" ? decayChunkedForward : decayForward)(
