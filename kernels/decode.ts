@@ -13,10 +13,14 @@
  *   (only the last S survive); `windowAttendStep` attends the query at
  *   position p over keys max(0, p − left)..p with an online softmax (f32
  *   statistics), one workgroup per (batch, head).
+ * - Fused for one token per sequence (fewer dispatches; decode is
+ *   dispatch-bound at small batch): `convStepGated` reads u1 and u2 from the
+ *   in_proj output z = [u1 | u2] and returns u2 ⊙ silu(conv(u1));
+ *   `swigluHalves` returns a ⊙ silu(b) for h = [a | b] (the MLP's split + SwiGLU).
  */
 import { defineKernel, type Kernel } from "../tensor/engine.ts";
 import { shapeStr, type Tensor } from "../tensor/tensor.ts";
-import { ENTRY_1D, grid1d, LINEAR_ID, WG } from "./wgsl.ts";
+import { ENTRY_1D, grid1d, LINEAR_ID, SIGMOID, WG } from "./wgsl.ts";
 import { MAX_HEAD_DIM } from "./sliding_window.ts";
 
 const cache = new Map<string, Kernel>();
@@ -222,4 +226,77 @@ export function windowAttendStep(
     [B * H],
   );
   return o;
+}
+
+function gatedStepKernel(K: number): Kernel {
+  return getKernel(`gated_${K}`, () =>
+    defineKernel({
+      name: `conv_step_gated_k${K}`,
+      params: { n: "u32", C: "u32" },
+      bindings: { z: "read", w: "read", tail: "rw", y: "rw" },
+      code: /* wgsl */ `${LINEAR_ID}${SIGMOID}
+@compute @workgroup_size(${WG})
+fn main(${ENTRY_1D}) {
+  let i = linear_id(wid, nwg, lid, ${WG}u);
+  if (i >= P.n) { return; }
+  let ch = i % P.C;
+  let b = i / P.C;
+  let xt = z[b * 2u * P.C + ch];
+  var acc = 0.0;
+  for (var k = 0u; k < ${K - 1}u; k++) {
+    acc += w[ch * ${K}u + k] * tail[(b * ${K - 1}u + k) * P.C + ch];
+  }
+  acc += w[ch * ${K}u + ${K - 1}u] * xt;
+  for (var k = 0u; k + 1u < ${K - 1}u; k++) {
+    tail[(b * ${K - 1}u + k) * P.C + ch] = tail[(b * ${K - 1}u + k + 1u) * P.C + ch];
+  }
+  tail[(b * ${K - 1}u + ${K - 2}u) * P.C + ch] = xt;
+  y[i] = z[b * 2u * P.C + P.C + ch] * silu(acc);
+}`,
+    }));
+}
+
+function halvesKernel(): Kernel {
+  return getKernel("halves", () =>
+    defineKernel({
+      name: "swiglu_halves",
+      params: { n: "u32", C: "u32" },
+      bindings: { h: "read", y: "rw" },
+      code: /* wgsl */ `${LINEAR_ID}${SIGMOID}
+@compute @workgroup_size(${WG})
+fn main(${ENTRY_1D}) {
+  let i = linear_id(wid, nwg, lid, ${WG}u);
+  if (i >= P.n) { return; }
+  let ch = i % P.C;
+  let r = i / P.C;
+  y[i] = h[r * 2u * P.C + ch] * silu(h[r * 2u * P.C + P.C + ch]);
+}`,
+    }));
+}
+
+/**
+ * One gated conv step of BaseConv: z = [u1 | u2] [B, 1, 2C] (in_proj output),
+ * w [C, 1, K]; updates tail [B, K−1, C] with u1; returns u2 ⊙ silu(conv(u1)) [B, 1, C].
+ */
+export function convStepGated(tail: Tensor, z: Tensor, w: Tensor): Tensor {
+  const [B, T, C] = tail.shape;
+  const K = T + 1;
+  if (z.size !== B * 2 * C || w.size !== C * K) {
+    throw new Error(
+      `convStepGated: z ${shapeStr(z.shape)}, w ${shapeStr(w.shape)}, tail ${shapeStr(tail.shape)}`,
+    );
+  }
+  const y = z.engine.empty([B, 1, C]);
+  z.engine.run(gatedStepKernel(K), { z, w, tail, y }, { n: B * C, C }, grid1d(B * C));
+  return y;
+}
+
+/** a ⊙ silu(b) for h = [a | b] along the last axis: [..., 2C] -> [..., C]. Inference only. */
+export function swigluHalves(h: Tensor): Tensor {
+  const C2 = h.shape[h.rank - 1];
+  if (C2 % 2) throw new Error(`swigluHalves: odd last axis ${shapeStr(h.shape)}`);
+  const C = C2 / 2;
+  const y = h.engine.empty([...h.shape.slice(0, -1), C]);
+  h.engine.run(halvesKernel(), { h, y }, { n: y.size, C }, grid1d(y.size));
+  return y;
 }

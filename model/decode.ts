@@ -36,7 +36,13 @@ import {
 } from "../kernels/linear_attention/mod.ts";
 import { slidingWindowAttention } from "../kernels/sliding_window.ts";
 import { rotaryQK } from "../kernels/rotary.ts";
-import { convStep, convTail, kvCacheWrite, windowAttendStep } from "../kernels/decode.ts";
+import {
+  convStepGated,
+  convTail,
+  kvCacheWrite,
+  swigluHalves,
+  windowAttendStep,
+} from "../kernels/decode.ts";
 
 /** Linear layer of the decoder: the skinny kernel for one token per sequence. */
 function linear(x: Tensor, w: Tensor, bias?: Tensor): Tensor {
@@ -130,12 +136,9 @@ export class Decoder {
           const [r, x] = addRmsNorm(h, residual, this.model.p(`${pre}.norm1.weight`), c.normEps);
           const a = this.#mixer(i, c.layers[i], w, reshape(x, [B, L, c.nEmbd]), L, parallel);
           const [r2, x2] = addRmsNorm(a, r, this.model.p(`${pre}.norm2.weight`), c.normEps);
-          const [value, gate] = split(
-            linear(x2, this.model.p(`${pre}.mlp.fc1.weight`)),
-            -1,
-            [c.mlpHidden, c.mlpHidden],
-          );
-          h = linear(swiglu(value, gate), this.model.p(`${pre}.mlp.fc2.weight`));
+          // fc2(value ⊙ silu(gate)), [value | gate] = fc1(x2) (mixers.ts mlpForward, fused)
+          const hid = swigluHalves(linear(x2, this.model.p(`${pre}.mlp.fc1.weight`)));
+          h = linear(hid, this.model.p(`${pre}.mlp.fc2.weight`));
           residual = r2;
         }
         const [, y] = addRmsNorm(h, residual, this.model.p("transformer.ln_f.weight"), c.normEps);
@@ -154,18 +157,15 @@ export class Decoder {
     if (st.kind === "conv") {
       const inner = (m.expandProj * c.nEmbd) / 2;
       const z = linear(x, w("in_proj.weight"), m.useBias ? w("in_proj.bias") : undefined);
-      const [u1, u2] = split(z, -1, [inner, inner]);
-      let conv: Tensor;
+      let gated: Tensor;
       if (par) {
-        conv = causalConv1d(u1, w("conv.conv.weight"));
+        const [u1, u2] = split(z, -1, [inner, inner]);
+        gated = swiglu(u2, causalConv1d(u1, w("conv.conv.weight")));
         st.tail?.dispose();
         st.tail = keep(convTail(reshape(u1, [B, L, inner]), m.kernelSize));
-      } else conv = convStep(st.tail!, u1, w("conv.conv.weight"));
-      return linear(
-        swiglu(u2, conv),
-        w("out_proj.weight"),
-        m.useBias ? w("out_proj.bias") : undefined,
-      );
+      } else gated = convStepGated(st.tail!, z, w("conv.conv.weight"));
+      const bias = m.useBias ? w("out_proj.bias") : undefined;
+      return linear(gated, w("out_proj.weight"), bias);
     }
     if (st.kind === "linear") {
       const q = reshape(linear(x, w("proj_q.weight")), [B, L, m.numHeads, m.featureDim]);
