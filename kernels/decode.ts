@@ -5,9 +5,9 @@
  *
  * - BaseConv: the conv tail holds the last K−1 inputs u1 of each channel
  *   (oldest first, zeros before the sequence start). `convTail` fills it from
- *   a prompt; `convStep` computes c_t = Σ_{k<K−1} w[ch, k]·tail[k] +
- *   w[ch, K−1]·u1_t (the training kernel's taps in the same order) and shifts
- *   the tail.
+ *   a prompt; `convStepGated` computes c_t = Σ_{k<K−1} w[ch, k]·tail[k] +
+ *   w[ch, K−1]·u1_t (the training kernel's taps in the same order), shifts
+ *   the tail and gates (below).
  * - Sliding window / MHA: a ring cache of the S most recent (rotated) keys and
  *   values, slot = position mod S. `kvCacheWrite` writes positions p0..p0+L−1
  *   (only the last S survive); `windowAttendStep` attends the query at
@@ -55,34 +55,6 @@ fn main(${ENTRY_1D}) {
     }));
 }
 
-function stepKernel(K: number): Kernel {
-  return getKernel(`step_${K}`, () =>
-    defineKernel({
-      name: `conv_step_k${K}`,
-      params: { n: "u32", C: "u32" },
-      bindings: { x: "read", w: "read", tail: "rw", y: "rw" },
-      code: /* wgsl */ `${LINEAR_ID}
-@compute @workgroup_size(${WG})
-fn main(${ENTRY_1D}) {
-  let i = linear_id(wid, nwg, lid, ${WG}u);
-  if (i >= P.n) { return; }
-  let ch = i % P.C;
-  let b = i / P.C;
-  let xt = x[i];
-  var acc = 0.0;
-  for (var k = 0u; k < ${K - 1}u; k++) {
-    acc += w[ch * ${K}u + k] * tail[(b * ${K - 1}u + k) * P.C + ch];
-  }
-  acc += w[ch * ${K}u + ${K - 1}u] * xt;
-  for (var k = 0u; k + 1u < ${K - 1}u; k++) {
-    tail[(b * ${K - 1}u + k) * P.C + ch] = tail[(b * ${K - 1}u + k + 1u) * P.C + ch];
-  }
-  tail[(b * ${K - 1}u + ${K - 2}u) * P.C + ch] = xt;
-  y[i] = acc;
-}`,
-    }));
-}
-
 /** The conv tail [B, K−1, C] of a prompt x [B, L, C] (zeros before position 0). */
 export function convTail(x: Tensor, K: number): Tensor {
   const [B, L, C] = x.shape;
@@ -90,20 +62,6 @@ export function convTail(x: Tensor, K: number): Tensor {
   const tail = x.engine.empty([B, K - 1, C], "f32", "conv tail");
   x.engine.run(tailKernel(), { x, tail }, { n: tail.size, L, C, T: K - 1 }, grid1d(tail.size));
   return tail;
-}
-
-/** One conv step: x [B, 1, C], w [C, 1, K]; updates tail [B, K−1, C]; returns [B, 1, C]. */
-export function convStep(tail: Tensor, x: Tensor, w: Tensor): Tensor {
-  const [B, T, C] = tail.shape;
-  const K = T + 1;
-  if (x.size !== B * C || w.size !== C * K) {
-    throw new Error(
-      `convStep: x ${shapeStr(x.shape)}, w ${shapeStr(w.shape)}, tail ${shapeStr(tail.shape)}`,
-    );
-  }
-  const y = x.engine.empty([B, 1, C]);
-  x.engine.run(stepKernel(K), { x, w, tail, y }, { n: B * C, C }, grid1d(B * C));
-  return y;
 }
 
 function writeKernel(): Kernel {
