@@ -10,8 +10,8 @@
  * r^n for r near 1, the tables are exact to one f32 rounding.
  *
  * The quadratic form, direct (correct first; not yet tiled like quadratic.ts):
- * forward one thread per (b, i, h, 4 value columns) over keys j ≤ i; backward
- * dv one thread per (b, j, h, 4 columns) over rows i ≥ j, dq and dk one thread
+ * forward one thread per (b, i, h, 16 value columns) over keys j ≤ i; backward
+ * dv one thread per (b, j, h, 16 columns) over rows i ≥ j, dq and dk one thread
  * per (b, row or key, h) with F accumulators. Same backward algebra as the
  * undecayed views (PREP: go = gy/(z+ε), gz = −(gy·y)/(z+ε)), with
  * dA_ij = r^(i−j) σ_i (go_i·v_j) + gz_i, dv_j = Σ_i r^(i−j) σ_i A_ij go_i.
@@ -66,8 +66,12 @@ fn score(qi: array<f32, F>, kb: u32) -> f32 {
   return s;
 }`;
 
+/** Value columns per thread of the forward and dv kernels (the scores are recomputed per group). */
+export const CPT = 16;
+
 const head = (g: Geo) => /* wgsl */ `
 const F: u32 = ${g.F}u;
+const CPT: u32 = ${CPT}u;
 const SC: f32 = ${f32(Math.pow(g.F, -0.25))};
 ${LINEAR_ID}`;
 
@@ -89,7 +93,7 @@ fn main(${ENTRY_1D}) {
   let b = row / (P.H * P.L);
   var qi: array<f32, F>;
   for (var f = 0u; f < F; f++) { qi[f] = SC * q[row * F + f]; }
-  var acc = vec4<f32>(0.0);
+  var acc: array<f32, CPT>; // zero-initialised
   var z = 0.0;
   for (var j = 0u; j <= i; j++) {
     let rj = (b * P.L + j) * P.H + h;
@@ -97,14 +101,14 @@ fn main(${ENTRY_1D}) {
     let a = 1.0 + s + 0.5 * s * s;
     z += a;
     let m = pw[h * P.L + i - j] * a;
-    for (var cc = 0u; cc < 4u; cc++) {
-      let d = c * 4u + cc;
+    for (var cc = 0u; cc < CPT; cc++) {
+      let d = c * CPT + cc;
       if (d < P.D) { acc[cc] += m * v[rj * P.D + d]; }
     }
   }
   let r = sig[h * P.L + i] / (z + P.eps);
-  for (var cc = 0u; cc < 4u; cc++) {
-    let d = c * 4u + cc;
+  for (var cc = 0u; cc < CPT; cc++) {
+    let d = c * CPT + cc;
     if (d < P.D) { y[row * P.D + d] = acc[cc] * r; }
   }
   if (c == 0u) { den[row] = z; }
@@ -130,19 +134,19 @@ fn main(${ENTRY_1D}) {
   let b = col / (P.H * P.L);
   var kj: array<f32, F>;
   for (var f = 0u; f < F; f++) { kj[f] = SC * k[col * F + f]; }
-  var acc = vec4<f32>(0.0);
+  var acc: array<f32, CPT>; // zero-initialised
   for (var i = j; i < P.L; i++) {
     let ri = (b * P.L + i) * P.H + h;
     var s = 0.0;
     for (var f = 0u; f < F; f++) { s += (SC * q[ri * F + f]) * kj[f]; }
     let m = pw[h * P.L + i - j] * sig[h * P.L + i] * (1.0 + s + 0.5 * s * s);
-    for (var cc = 0u; cc < 4u; cc++) {
-      let d = c * 4u + cc;
+    for (var cc = 0u; cc < CPT; cc++) {
+      let d = c * CPT + cc;
       if (d < P.D) { acc[cc] += m * go[ri * P.D + d]; }
     }
   }
-  for (var cc = 0u; cc < 4u; cc++) {
-    let d = c * 4u + cc;
+  for (var cc = 0u; cc < CPT; cc++) {
+    let d = c * CPT + cc;
     if (d < P.D) { dv[col * P.D + d] = acc[cc]; }
   }
 }`,
@@ -215,7 +219,7 @@ export function decayForward(
   const t = decayTables(e, d.H, d.L, o);
   const y = e.empty([d.B, d.L, d.H, d.D]);
   const den = e.empty([d.B, d.L, d.H]);
-  const n = d.B * d.L * d.H, NC = Math.ceil(d.D / 4);
+  const n = d.B * d.L * d.H, NC = Math.ceil(d.D / CPT);
   e.run(
     fwdKernel(g),
     { q, k, v, pw: t.pw, sig: t.sig, y, den },
@@ -237,7 +241,7 @@ export function decayBackward(
 ): (Tensor | null)[] {
   const e = q.engine;
   const t = decayTables(e, d.H, d.L, o);
-  const n = d.B * d.L * d.H, NC = Math.ceil(d.D / 4);
+  const n = d.B * d.L * d.H, NC = Math.ceil(d.D / CPT);
   const go = e.empty([d.B, d.L, d.H, d.D]);
   const gz = e.empty([d.B, d.L, d.H]);
   e.run(PREP, { gy, y, den, go, gz }, { rows: n, D: d.D, eps }, grid1d(n));

@@ -9,7 +9,7 @@
  * state ΔS_n = Σ_{j∈n} r^(end−1−j) φ(k_j) [v_j | 1]ᵀ (the 1-column undecayed),
  * one thread per (b·h, chunk, column, feature); (2) the exclusive scan
  * S_{n+1} = r^len_n S_n + ΔS_n in place, one thread per (b·h, column,
- * feature); (3) the output, one thread per (row, b·h, 4 columns). Memory:
+ * feature); (3) the output, one thread per (row, b·h, 16 columns). Memory:
  * B·H·⌈L/C⌉·(D+1)·(1+F+F²) floats for the states.
  *
  * The backward is the quadratic form's (decay.ts): the same function, so the
@@ -19,9 +19,10 @@ import { defineKernel, type Kernel } from "../../tensor/engine.ts";
 import type { Tensor } from "../../tensor/tensor.ts";
 import { ENTRY_1D, grid1d, LINEAR_ID } from "../wgsl.ts";
 import { cached, CHUNK, common, type Dims, type Geo } from "./geometry.ts";
-import { type DecayOptions, decayTables } from "./decay.ts";
+import { CPT, type DecayOptions, decayTables } from "./decay.ts";
 
 const FEAT = /* wgsl */ `
+const CPT: u32 = ${CPT}u;
 // feature e of φ(x) for the row at x[xb .. xb + F)
 fn feat(e: u32, xb: u32, which: u32) -> f32 {
   let ab = featu_ab(e);
@@ -147,17 +148,18 @@ fn main(${ENTRY_1D}) {
   let nc = i / ${CHUNK}u;
   let c = nc * ${CHUNK}u;
   let sb = (bh * P.NC + nc) * (P.D + 1u) * FEU;
-  var acc = vec4<f32>(0.0);
+  var acc: array<f32, CPT>; // zero-initialised
   var z = 0.0;
   for (var e = 0u; e < FEU; e++) {
     let pe = feat(e, row * F, 0u);
     z += pe * st[sb + P.D * FEU + e];
-    for (var cc = 0u; cc < 4u; cc++) {
-      let d = cg * 4u + cc;
+    for (var cc = 0u; cc < CPT; cc++) {
+      let d = cg * CPT + cc;
       if (d < P.D) { acc[cc] += pe * st[sb + d * FEU + e]; }
     }
   }
-  acc *= pw[h * P.TS + i - c + 1u];
+  let inter = pw[h * P.TS + i - c + 1u];
+  for (var cc = 0u; cc < CPT; cc++) { acc[cc] *= inter; }
   for (var j = c; j <= i; j++) {
     let rj = (b * P.L + j) * P.H + h;
     var s = 0.0;
@@ -165,14 +167,14 @@ fn main(${ENTRY_1D}) {
     let a = 1.0 + s + 0.5 * s * s;
     z += a;
     let m = pw[h * P.TS + i - j] * a;
-    for (var cc = 0u; cc < 4u; cc++) {
-      let d = cg * 4u + cc;
+    for (var cc = 0u; cc < CPT; cc++) {
+      let d = cg * CPT + cc;
       if (d < P.D) { acc[cc] += m * v[rj * P.D + d]; }
     }
   }
   let r = sig[h * P.TS + i] / (z + P.eps);
-  for (var cc = 0u; cc < 4u; cc++) {
-    let d = cg * 4u + cc;
+  for (var cc = 0u; cc < CPT; cc++) {
+    let d = cg * CPT + cc;
     if (d < P.D) { y[row * P.D + d] = acc[cc] * r; }
   }
   if (cg == 0u) { den[row] = z; }
@@ -202,7 +204,7 @@ export function decayChunkedForward(
   e.run(scanKernel(g), { pw: t.pw, st }, { total: cols, ...dims }, grid1d(cols));
   const y = e.empty([d.B, d.L, d.H, d.D]);
   const den = e.empty([d.B, d.L, d.H]);
-  const n = d.B * d.L * d.H, NCOL = Math.ceil(d.D / 4);
+  const n = d.B * d.L * d.H, NCOL = Math.ceil(d.D / CPT);
   e.run(
     outKernel(g),
     { q, k, v, pw: t.pw, sig: t.sig, st, y, den },
