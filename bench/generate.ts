@@ -18,7 +18,7 @@ import type { Engine } from "../tensor/engine.ts";
 import { BasedLM } from "../model/based.ts";
 import { modelConfigFromCfg } from "../model/config.ts";
 import { Decoder, stateBytesPerSequence } from "../model/decode.ts";
-import { composeConfig } from "../config/mod.ts";
+import { composeConfig } from "../configs/mod.ts";
 import { Random } from "../tensor/random.ts";
 import { H200 } from "./report.ts";
 

@@ -1,6 +1,7 @@
 /**
  * Kernels of the recurrent (generation) view of the BaseConv and sliding-
- * window mixers (spec §3.5). The linear-attention state kernels live with the
+ * window mixers (the reference's `ShortConvolution.step` and the KV cache of
+ * `flash_attn_with_kvcache`). The linear-attention state kernels live with the
  * linear-attention views.
  *
  * - BaseConv: the conv tail holds the last K−1 inputs u1 of each channel

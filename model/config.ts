@@ -150,7 +150,9 @@ function decayConfig(c: Obj): { c0: number; denom: boolean } | null {
   return { c0, denom: c.decay_denom === undefined ? true : Boolean(c.decay_denom) };
 }
 
-/** Builds the model configuration from `model.config` (spec §2). */
+/**
+ * Builds the model configuration from `model.config` (`based/models/gpt.py`, docs/reference.md).
+ */
 export function modelConfigFromCfg(c: Obj, maxLength?: number): BasedConfig {
   const nEmbd = num(c, "n_embd");
   const nLayer = num(c, "n_layer");

@@ -1,5 +1,6 @@
 /**
- * The recurrent view of a Based model for generation (spec §3.5): a parallel
+ * The recurrent view of a Based model for generation (docs/reference.md,
+ * Generation; the reference's `recurrent_forward` / `step` of each mixer): a parallel
  * prefill of the prompt that also fills each layer's state, then one token per
  * step through that state instead of re-running the forward over the context.
  *

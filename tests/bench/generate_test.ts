@@ -6,7 +6,7 @@
 import { deepStrictEqual as eq, ok } from "node:assert/strict";
 import { gpuTest } from "../helpers.ts";
 import { adapterBandwidthTBps, benchGenerate, formatGenerateRows } from "../../bench/generate.ts";
-import { composeConfig } from "../../config/mod.ts";
+import { composeConfig } from "../../configs/mod.ts";
 import { modelConfigFromCfg } from "../../model/config.ts";
 import { stateBytesPerSequence } from "../../model/decode.ts";
 
