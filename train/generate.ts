@@ -93,6 +93,7 @@ export async function generate(
     dec.dispose();
   }
   o.onToken?.(stream.flush());
-  (o.log ?? ((s: string) => console.error(s)))(formatStats(stats));
+  // default: stderr, on its own line after streamed text
+  (o.log ?? ((s: string) => console.error(o.onToken ? `\n${s}` : s)))(formatStats(stats));
   return { ids: out, text: decode(out), stats };
 }
