@@ -22,9 +22,33 @@ export function argmax(logits: ArrayLike<number>, vocab: number, offset = 0): nu
   return best;
 }
 
+/** The k largest of the first `vocab` logits, most likely first (lower id on ties). */
+function topKIds(logits: ArrayLike<number>, vocab: number, k: number, offset: number): number[] {
+  const before = (a: number, b: number) =>
+    logits[offset + a] > logits[offset + b] || (logits[offset + a] === logits[offset + b] && a < b);
+  if (k > 256) {
+    const ids = Array.from({ length: vocab }, (_, i) => i);
+    return ids.sort((a, b) => (before(a, b) ? -1 : before(b, a) ? 1 : 0)).slice(0, k);
+  }
+  // one pass keeping a sorted list of k (insertion: O(vocab) when most tokens fall below it)
+  const top: number[] = [];
+  for (let i = 0; i < vocab; i++) {
+    if (top.length === k && !before(i, top[k - 1])) continue;
+    let j = top.length < k ? top.length : k - 1;
+    if (top.length < k) top.push(i);
+    while (j > 0 && before(i, top[j - 1])) {
+      top[j] = top[j - 1];
+      j--;
+    }
+    top[j] = i;
+  }
+  return top;
+}
+
 /**
- * The distribution sampling draws from: token ids (most likely first) and their
- * renormalised probabilities. Ties are broken by the lower id.
+ * The distribution sampling draws from: token ids and their renormalised
+ * probabilities — most likely first (lower id on ties) when top-k or top-p
+ * filters, in id order when nothing is filtered.
  */
 export function samplingDistribution(
   logits: ArrayLike<number>,
@@ -35,14 +59,17 @@ export function samplingDistribution(
   if (o.temperature <= 0 || o.topK === 1) {
     return { ids: [argmax(logits, vocab, offset)], probs: [1] };
   }
-  let ids = Array.from({ length: vocab }, (_, i) => i);
-  ids.sort((a, b) => logits[offset + b] - logits[offset + a] || a - b);
-  if (o.topK > 0 && o.topK < vocab) ids = ids.slice(0, o.topK);
-  const mx = logits[offset + ids[0]];
+  const p = o.topP ?? 1;
+  const nucleus = p > 0 && p < 1;
+  let ids: number[];
+  if (o.topK > 0 && o.topK < vocab) ids = topKIds(logits, vocab, o.topK, offset);
+  else if (nucleus) ids = topKIds(logits, vocab, vocab, offset);
+  else ids = Array.from({ length: vocab }, (_, i) => i);
+  let mx = -Infinity;
+  for (const i of ids) mx = Math.max(mx, logits[offset + i]);
   let w = ids.map((i) => Math.exp((logits[offset + i] - mx) / o.temperature));
   let sum = w.reduce((a, b) => a + b, 0);
-  const p = o.topP ?? 1;
-  if (p > 0 && p < 1) {
+  if (nucleus) {
     let mass = 0, n = 0;
     while (n < w.length && mass < p * sum) mass += w[n++];
     ids = ids.slice(0, Math.max(1, n));

@@ -205,3 +205,24 @@ Deno.test("sample: seeded draws are reproducible", () => {
   };
   eq(draw(5), draw(5));
 });
+
+Deno.test("sample: the one-pass top-k equals a full sort (ties to the lower id), small and large k", () => {
+  const rng = new Random(8);
+  const V = 1000;
+  const logits = Float32Array.from({ length: V }, () => Math.round(rng.next() * 200) / 10); // ties
+  const sorted = [...Array(V).keys()].sort((a, b) => logits[b] - logits[a] || a - b);
+  for (const k of [2, 17, 256, 300]) {
+    eq(
+      samplingDistribution(logits, V, { temperature: 1, topK: k }).ids,
+      sorted.slice(0, k),
+      `k=${k}`,
+    );
+  }
+  // unfiltered: every token, in id order, probabilities softmax(logits / T)
+  const all = samplingDistribution(LOGITS, LOGITS.length, { temperature: 2, topK: 0 });
+  eq(all.ids, [...LOGITS.keys()]);
+  const want = softmax([...LOGITS], 2);
+  all.probs.forEach((p, i) => {
+    if (Math.abs(p - want[i]) > 1e-12) throw new Error(`p[${i}] ${p} vs ${want[i]}`);
+  });
+});
