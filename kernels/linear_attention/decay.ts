@@ -56,7 +56,7 @@ export function decayTables(e: Engine, H: number, n: number, o: DecayOptions): D
   return t;
 }
 
-const SHAPE = { L: "u32", H: "u32", D: "u32", n: "u32" } as const;
+const SHAPE = { L: "u32", H: "u32", D: "u32", n: "u32", TS: "u32", CH: "u32" } as const;
 
 /** s = q_i·k_j/√F, with the row's q (scaled by F^-¼) in `qi` and k read scaled. */
 const dotS = /* wgsl */ `
@@ -100,13 +100,13 @@ fn main(${ENTRY_1D}) {
     let s = score(qi, rj * F);
     let a = 1.0 + s + 0.5 * s * s;
     z += a;
-    let m = pw[h * P.L + i - j] * a;
+    let m = pw[h * P.TS + i - j] * a;
     for (var cc = 0u; cc < CPT; cc++) {
       let d = c * CPT + cc;
       if (d < P.D) { acc[cc] += m * v[rj * P.D + d]; }
     }
   }
-  let r = sig[h * P.L + i] / (z + P.eps);
+  let r = sig[h * P.TS + i] / (z + P.eps);
   for (var cc = 0u; cc < CPT; cc++) {
     let d = c * CPT + cc;
     if (d < P.D) { y[row * P.D + d] = acc[cc] * r; }
@@ -135,11 +135,12 @@ fn main(${ENTRY_1D}) {
   var kj: array<f32, F>;
   for (var f = 0u; f < F; f++) { kj[f] = SC * k[col * F + f]; }
   var acc: array<f32, CPT>; // zero-initialised
-  for (var i = j; i < P.L; i++) {
+  let hi = min(P.L, (j / P.CH) * P.CH + P.CH);
+  for (var i = j; i < hi; i++) {
     let ri = (b * P.L + i) * P.H + h;
     var s = 0.0;
     for (var f = 0u; f < F; f++) { s += (SC * q[ri * F + f]) * kj[f]; }
-    let m = pw[h * P.L + i - j] * sig[h * P.L + i] * (1.0 + s + 0.5 * s * s);
+    let m = pw[h * P.TS + i - j] * sig[h * P.TS + i] * (1.0 + s + 0.5 * s * s);
     for (var cc = 0u; cc < CPT; cc++) {
       let d = c * CPT + cc;
       if (d < P.D) { acc[cc] += m * go[ri * P.D + d]; }
@@ -183,7 +184,9 @@ fn main(${ENTRY_1D}) {
     x[f] = SC * ${dir ? "k" : "q"}[me * F + f];
     acc[f] = 0.0;
   }
-  ${dir ? "for (var o = t; o < P.L; o++) {" : "for (var o = 0u; o <= t; o++) {"}
+  let lo = (t / P.CH) * P.CH;
+  let hi = min(P.L, lo + P.CH);
+  ${dir ? "for (var o = t; o < hi; o++) {" : "for (var o = lo; o <= t; o++) {"}
     let other = (b * P.L + o) * P.H + h;
     let ri = ${dir ? "other" : "me"};
     let rj = ${dir ? "me" : "other"};
@@ -193,7 +196,7 @@ fn main(${ENTRY_1D}) {
     for (var f = 0u; f < F; f++) { s += x[f] * (SC * ${dir ? "q" : "k"}[other * F + f]); }
     var gov = 0.0;
     for (var d = 0u; d < P.D; d++) { gov += go[ri * P.D + d] * v[rj * P.D + d]; }
-    let da = pw[h * P.L + i - j] * sig[h * P.L + i] * gov + gz[ri];
+    let da = pw[h * P.TS + i - j] * sig[h * P.TS + i] * gov + gz[ri];
     let ds = da * (1.0 + s) * SC * SC; // ∂s/∂x = (other)/√F
     for (var f = 0u; f < F; f++) { acc[f] += ds * ${dir ? "q" : "k"}[other * F + f]; }
   }
@@ -216,20 +219,32 @@ export function decayForward(
   eps: number,
 ): [Tensor, Tensor] {
   const e = q.engine;
-  const t = decayTables(e, d.H, d.L, o);
+  const t = decayTables(e, d.H, d.L + 1, o);
   const y = e.empty([d.B, d.L, d.H, d.D]);
   const den = e.empty([d.B, d.L, d.H]);
   const n = d.B * d.L * d.H, NC = Math.ceil(d.D / CPT);
   e.run(
     fwdKernel(g),
     { q, k, v, pw: t.pw, sig: t.sig, y, den },
-    { L: d.L, H: d.H, D: d.D, n, NC, eps },
+    { L: d.L, H: d.H, D: d.D, n, TS: d.L + 1, CH: d.L, NC, eps },
     grid1d(n * NC),
   );
   return [y, den];
 }
 
-/** Gradients of decayForward (null where not wanted). */
+/** Adds the terms a view computes outside the direct chunk-local sums (chunked: the states). */
+export type DecayInter = (
+  go: Tensor,
+  gz: Tensor,
+  grads: [Tensor | null, Tensor | null, Tensor | null],
+  tables: DecayTables,
+) => void;
+
+/**
+ * Gradients of decayForward (null where not wanted): the direct sums over
+ * (i, j) pairs within chunks of `CH` tokens (CH = L: every pair, the quadratic
+ * form), plus `inter` for the pairs across chunks.
+ */
 export function decayBackward(
   d: Dims,
   g: Geo,
@@ -238,14 +253,16 @@ export function decayBackward(
   o: DecayOptions,
   eps: number,
   want: [boolean, boolean, boolean],
+  CH = d.L,
+  inter?: DecayInter,
 ): (Tensor | null)[] {
   const e = q.engine;
-  const t = decayTables(e, d.H, d.L, o);
+  const t = decayTables(e, d.H, d.L + 1, o);
   const n = d.B * d.L * d.H, NC = Math.ceil(d.D / CPT);
   const go = e.empty([d.B, d.L, d.H, d.D]);
   const gz = e.empty([d.B, d.L, d.H]);
   e.run(PREP, { gy, y, den, go, gz }, { rows: n, D: d.D, eps }, grid1d(n));
-  const shape = { L: d.L, H: d.H, D: d.D, n };
+  const shape = { L: d.L, H: d.H, D: d.D, n, TS: d.L + 1, CH };
   const grad = (dir: 0 | 1) => {
     const out = e.empty([d.B, d.L, d.H, d.F]);
     e.run(dqkKernel(g, dir), { q, k, v, go, gz, pw: t.pw, sig: t.sig, out }, shape, grid1d(n));
@@ -263,6 +280,7 @@ export function decayBackward(
       grid1d(n * NC),
     );
   }
+  inter?.(go, gz, [dq, dk, dv], t);
   go.dispose();
   gz.dispose();
   return [dq, dk, dv];
@@ -271,7 +289,10 @@ export function decayBackward(
 /** The forward of one decayed view: [y, den]. */
 export type DecayForward = typeof decayForward;
 
-/** Differentiable decayed linear attention: `fwd` (a view's forward), the quadratic form's backward. */
+/** A view's backward: gradients as decayBackward's. */
+export type DecayBackward = typeof decayBackward;
+
+/** Differentiable decayed linear attention through a view's forward and backward. */
 export function decayedLinearAttention(
   d: Dims,
   g: Geo,
@@ -281,11 +302,12 @@ export function decayedLinearAttention(
   o: DecayOptions,
   eps: number,
   fwd: DecayForward = decayForward,
+  bwd: DecayBackward = decayBackward,
 ): Tensor {
   const [y, den] = fwd(d, g, q, k, v, o, eps);
   record("linear_attention_decay", [q, k, v], [y], [q, k, v, y, den], ([gy], saved) => {
     if (!gy) return [null, null, null];
-    return decayBackward(d, g, saved, gy, o, eps, [
+    return bwd(d, g, saved, gy, o, eps, [
       q.requiresGrad,
       k.requiresGrad,
       v.requiresGrad,

@@ -12,14 +12,14 @@
  * feature); (3) the output, one thread per (row, b·h, 16 columns). Memory:
  * B·H·⌈L/C⌉·(D+1)·(1+F+F²) floats for the states.
  *
- * The backward is the quadratic form's (decay.ts): the same function, so the
- * same gradient; it is O(L²) — correct first, a chunked backward is left to do.
+ * The backward (decay_chunked_bwd.ts): the direct sums inside each chunk plus
+ * prefix and suffix states across chunks.
  */
 import { defineKernel, type Kernel } from "../../tensor/engine.ts";
 import type { Tensor } from "../../tensor/tensor.ts";
 import { ENTRY_1D, grid1d, LINEAR_ID } from "../wgsl.ts";
 import { cached, CHUNK, common, type Dims, type Geo } from "./geometry.ts";
-import { CPT, type DecayOptions, decayTables } from "./decay.ts";
+import { CPT, type DecayOptions, type DecayTables, decayTables } from "./decay.ts";
 
 const FEAT = /* wgsl */ `
 const CPT: u32 = ${CPT}u;
@@ -182,6 +182,21 @@ fn main(${ENTRY_1D}) {
     }));
 }
 
+/**
+ * The states at each chunk's start, [B·H, NC, D+1, 1+F+F²]: S_n (columns < D)
+ * and Z_n (column D). `t`: decay tables of stride L + 1.
+ */
+export function prefixStates(d: Dims, g: Geo, k: Tensor, v: Tensor, t: DecayTables): Tensor {
+  const e = k.engine;
+  const NC = Math.ceil(d.L / CHUNK);
+  const st = e.empty([d.B * d.H, NC, d.D + 1, g.FEU], "f32", "decay chunk states");
+  const dims = { L: d.L, H: d.H, D: d.D, NC, TS: d.L + 1 };
+  e.run(localKernel(g), { k, v, pw: t.pw, st }, { total: st.size, ...dims }, grid1d(st.size));
+  const cols = st.size / NC;
+  e.run(scanKernel(g), { pw: t.pw, st }, { total: cols, ...dims }, grid1d(cols));
+  return st;
+}
+
 /** Forward of the chunked decayed view: [y, den] as decayForward. */
 export function decayChunkedForward(
   d: Dims,
@@ -197,11 +212,8 @@ export function decayChunkedForward(
   const TS = d.L + 1;
   const t = decayTables(e, d.H, TS, o);
   const NC = Math.ceil(d.L / CHUNK);
-  const st = e.empty([d.B * d.H, NC, d.D + 1, g.FEU], "f32", "decay chunk states");
   const dims = { L: d.L, H: d.H, D: d.D, NC, TS };
-  e.run(localKernel(g), { k, v, pw: t.pw, st }, { total: st.size, ...dims }, grid1d(st.size));
-  const cols = st.size / NC;
-  e.run(scanKernel(g), { pw: t.pw, st }, { total: cols, ...dims }, grid1d(cols));
+  const st = prefixStates(d, g, k, v, t);
   const y = e.empty([d.B, d.L, d.H, d.D]);
   const den = e.empty([d.B, d.L, d.H]);
   const n = d.B * d.L * d.H, NCOL = Math.ceil(d.D / CPT);

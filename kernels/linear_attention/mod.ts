@@ -30,6 +30,7 @@ import { checkGeometry, type Dims, dims, type Geo, PREP, type View } from "./geo
 import { quadratic } from "./quadratic.ts";
 import { decayedLinearAttention, decayForward, type DecayOptions } from "./decay.ts";
 import { decayChunkedForward } from "./decay_chunked.ts";
+import { decayChunkedBackward } from "./decay_chunked_bwd.ts";
 
 export { CHUNK } from "./geometry.ts";
 export { taylorFeatureMap } from "./feature_map.ts";
@@ -159,8 +160,20 @@ export function linearAttention(
   const view = checkView(opts.view);
   if (opts.decay) {
     checkDecayView(view, opts.normalize !== false);
-    const fwd = view === "chunked" ? decayChunkedForward : decayForward;
-    return decayedLinearAttention(d, g, q, k, v, opts.decay, eps, fwd);
+    if (view === "chunked") {
+      return decayedLinearAttention(
+        d,
+        g,
+        q,
+        k,
+        v,
+        opts.decay,
+        eps,
+        decayChunkedForward,
+        decayChunkedBackward,
+      );
+    }
+    return decayedLinearAttention(d, g, q, k, v, opts.decay, eps);
   }
   if (opts.normalize === false) return numerator(view, d, g, q, k, v);
   const [y, den] = forward(view, d, g, q, k, v, eps);
