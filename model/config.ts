@@ -28,7 +28,7 @@ export interface MixerConfig {
   /** SlidingAttention / MHA: keys max(0, i - window/2) .. i; Infinity for full causal attention */
   window: number;
   /** LinearAttention: the paper's fixed decay (model.config.fixed_decay), null when off */
-  decay?: { c0: number; denom: boolean } | null;
+  decay?: { c0: number; denom: boolean; proj?: boolean } | null;
   /** the `model.config` key this mixer was read from */
   section: MixerSection;
   /** `l_max`: the sequence length the mixer is built for, when configured (> 0) */
@@ -131,23 +131,29 @@ function viewOf(name: string, where: string): LinearAttentionView {
 /**
  * The decay keys of `model.config` (the reference's GPT2MixerConfig, read by
  * `DecayClass`): fixed_decay (default off), decay_const c0 (class default −5),
- * decay_denom (class default true); decay_proj (data-dependent) is refused.
+ * decay_denom (class default true), decay_proj (the data-dependent per-row
+ * scale p = decay_proj(x), a Linear(d_model → heads) with bias per layer).
  */
-function decayConfig(c: Obj): { c0: number; denom: boolean } | null {
-  if (c.decay_proj) {
-    throw new BasedError(
-      "model.config.decay_proj (the data-dependent decay) is not supported yet",
-      "remove it (fixed_decay works without it)",
-    );
+function decayConfig(c: Obj): { c0: number; denom: boolean; proj: boolean } | null {
+  if (!c.fixed_decay) {
+    if (c.decay_proj) {
+      throw new BasedError(
+        "model.config.decay_proj scales the fixed decay: it needs model.config.fixed_decay=true",
+      );
+    }
+    return null;
   }
-  if (!c.fixed_decay) return null;
   const c0 = num(c, "decay_const", -5);
   if (!(c0 < 0)) {
     throw new BasedError(
       `model.config.decay_const must be negative (r_h = 1 - 2^(c0 - h) > 0), got ${c0}`,
     );
   }
-  return { c0, denom: c.decay_denom === undefined ? true : Boolean(c.decay_denom) };
+  return {
+    c0,
+    denom: c.decay_denom === undefined ? true : Boolean(c.decay_denom),
+    proj: Boolean(c.decay_proj),
+  };
 }
 
 /**

@@ -16,7 +16,7 @@ import { keep, type Tensor, tidy } from "../tensor/tensor.ts";
 import { noGrad } from "../tensor/tape.ts";
 import type { BasedConfig, MixerConfig } from "./config.ts";
 import { type BasedLM, EMBEDDING } from "./based.ts";
-import type { Weights } from "./mixers.ts";
+import { decayProjScale, type Weights } from "./mixers.ts";
 import { addRmsNorm } from "../kernels/rmsnorm.ts";
 import { narrow, reshape, split } from "../kernels/layout.ts";
 import { embedding } from "../kernels/embedding.ts";
@@ -184,6 +184,7 @@ export class Decoder {
         else linearAttentionPrefill(st.la, k, v);
       } else if (st.decay) y = decayStep(st.la, q, k, v, m.eps, st.decay);
       else y = linearAttentionStep(st.la, q, k, v, m.eps);
+      if (m.decay?.proj) y = decayProjScale(w, x, y, B, L, m.numHeads, linear);
       return linear(reshape(y, [B, L, m.numHeads * m.headDim]), w("out_proj.weight"));
     }
     const d = c.nEmbd;

@@ -241,3 +241,14 @@ export function decayRecurrent(
   }
   return { y, kv, ks };
 }
+
+/** decay_proj's per-row scale: y'[r, :] = p[r]·y[r, :] over rows r = (b, i, h); its gradient. */
+export function headScaleReference(y: F64, p: F64, D: number): F64 {
+  return y.map((x, i) => p[Math.floor(i / D)] * x);
+}
+
+export function headScaleBackward(y: F64, p: F64, g: F64, D: number): { gy: F64; gp: F64 } {
+  const gp = new Float64Array(p.length);
+  for (let i = 0; i < y.length; i++) gp[Math.floor(i / D)] += g[i] * y[i];
+  return { gy: headScaleReference(g, p, D), gp };
+}

@@ -41,6 +41,7 @@ export {
   linearAttentionStep,
 } from "./recurrent.ts";
 export type { DecayOptions } from "./decay.ts";
+export { headScale } from "./decay_proj.ts";
 export { type DecayCursor, decayPrefill, decayStep } from "./decay_recurrent.ts";
 
 /** The training views. A new view is one file and one entry here. */

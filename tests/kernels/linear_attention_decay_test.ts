@@ -25,11 +25,14 @@ import {
   decayReference,
   decayReferenceBackward,
   decayRowScale,
+  headScaleBackward,
+  headScaleReference,
 } from "../../kernels/linear_attention/decay_reference.ts";
 import {
   type DecayCursor,
   decayPrefill,
   decayStep,
+  headScale,
   linearAttention,
   linearAttentionState,
 } from "../../kernels/linear_attention/mod.ts";
@@ -213,4 +216,24 @@ gpuTest("decay: the views without it refuse in one line", (e) => {
       (err: Error) => err instanceof BasedError && /does not implement the decay/.test(err.message),
     );
   }
+});
+
+gpuTest("decay_proj: the per-row scale, forward and backward, against float64", async (e) => {
+  const rng = new Rng(9);
+  const [B, L, H, D] = [2, 7, 3, 5];
+  const y = rng.randn(B * L * H * D), p = rng.randn(B * L * H), g = rng.randn(B * L * H * D);
+  const ref = headScaleBackward(y, p, g, D);
+  const f = () => dot(headScaleReference(y, p, D), g);
+  checkFiniteDiff("gy", f, y, ref.gy);
+  checkFiniteDiff("gp", f, p, ref.gp);
+  const yt = param(e, y, [B, L, H, D]), pt = param(e, p, [B, L, H]);
+  const gt = e.tensor(Float32Array.from(g), [B, L, H, D]);
+  const out = tidy(() => headScale(yt, pt));
+  // one f32 product per element; gp sums D = 5 products: within 2e-6 relative of O(1) values
+  const tol: Tol = { atol: 1e-6, rtol: 2e-6 };
+  assertClose("y'", await readF64(out), headScaleReference(y, p, D), tol);
+  backward(out, gt);
+  assertClose("gy", await readF64(yt.grad!), ref.gy, tol);
+  assertClose("gp", await readF64(pt.grad!), ref.gp, tol);
+  for (const t of [yt, pt, gt, out, yt.grad!, pt.grad!]) t.dispose();
 });

@@ -3,7 +3,8 @@
  * each recurrent step's logits equal the parallel forward's logits at that
  * position, for small random models with every mixer kind (BaseConv, linear
  * attention in each training view, sliding window whose ring cache wraps,
- * full MHA, the fixed decay with and without row normalisation), batch 2 with
+ * full MHA, the fixed decay with and without row normalisation and with
+ * decay_proj), batch 2 with
  * different sequences.
  *
  * Tolerance: both paths compute the same f32 quantities with different
@@ -68,6 +69,7 @@ for (
     ["MHA", "cumsum", undefined],
     ["BaseConv", "chunked", DECAY],
     ["MHA", "quadratic", { ...DECAY, decay_denom: false }],
+    ["BaseConv", "quadratic", { ...DECAY, decay_proj: true }],
   ] as const
 ) {
   const what = `${base}, ${view}${decay ? `, ${JSON.stringify(decay)}` : ""}`;
@@ -123,17 +125,22 @@ for (
   );
 }
 
-Deno.test("config: the decay keys (fixed_decay, decay_const, decay_denom; decay_proj refused)", () => {
+Deno.test("config: the decay keys (fixed_decay, decay_const, decay_denom, decay_proj)", () => {
   const at = (extra: Record<string, unknown>, view = "quadratic") =>
     modelConfigFromCfg(modelCfg("BaseConv", view, extra), 64).layers.map((l) => l.decay);
   eq(at({}), [null, null, null, null, null, null]); // off by default
   const d = at({ fixed_decay: true });
-  eq(d[1], { c0: -5, denom: true }); // the reference class defaults
+  eq(d[1], { c0: -5, denom: true, proj: false }); // the reference class defaults
   eq(d[0], null); // BaseConv and sliding-window layers take no decay
-  eq(at({ fixed_decay: true, decay_const: -3, decay_denom: false })[4], { c0: -3, denom: false });
+  eq(at({ fixed_decay: true, decay_const: -3, decay_denom: false })[4], {
+    c0: -3,
+    denom: false,
+    proj: false,
+  });
+  eq(at({ fixed_decay: true, decay_proj: true })[1]?.proj, true);
   const refuses = (extra: Record<string, unknown>, re: RegExp, view = "quadratic") =>
     throws(() => at(extra, view), (e: Error) => e instanceof BasedError && re.test(e.message));
-  refuses({ fixed_decay: true, decay_proj: true }, /decay_proj .* not supported yet/);
+  refuses({ decay_proj: true }, /decay_proj .* needs model.config.fixed_decay=true/);
   refuses({ fixed_decay: true, decay_const: 0 }, /decay_const must be negative/);
   refuses({ fixed_decay: true }, /view 'cumsum' does not implement the decay/, "cumsum");
 });
