@@ -36,6 +36,7 @@ export { crossEntropy, crossEntropyRows } from "./kernels/cross_entropy.ts";
 export { causalConv1d } from "./kernels/conv1d.ts";
 export { rotary, rotaryQK } from "./kernels/rotary.ts";
 export {
+  type DecayOptions,
   linearAttention,
   linearAttentionForward,
   linearAttentionPrefill,
@@ -52,6 +53,7 @@ export { BasedLM, type Batch, EMBEDDING } from "./model/based.ts";
 export { type BasedConfig, type MixerConfig, modelConfigFromCfg } from "./model/config.ts";
 export { declareParams, initValues, type ParamDecl } from "./model/params.ts";
 export { lmHeadLogits, lmHeadLoss } from "./model/lm_head.ts";
+export { Decoder } from "./model/decode.ts";
 export { runParity } from "./parity/parity.ts";
 
 // optimizer, data, config, training
@@ -62,4 +64,6 @@ export { decode, encode, EOS } from "./data/tokenize/mod.ts";
 export { applyOverrides, type Config, toYaml } from "./config/mod.ts";
 export { composeConfig } from "./configs/mod.ts";
 export { evaluate, train, type TrainResult } from "./train/loop.ts";
+export { generate, type GenerateOptions, type GenerateStats } from "./train/generate.ts";
+export { sample, type SampleOptions, samplingDistribution } from "./train/sample.ts";
 export { latestCheckpoint, loadCheckpoint, saveCheckpoint } from "./train/checkpoint.ts";

@@ -13,6 +13,7 @@ import { benchAttention, benchSlidingWindow } from "./attention.ts";
 import { benchOptim } from "./optim.ts";
 import { benchBandwidth } from "./bandwidth.ts";
 import { benchStep } from "./step.ts";
+import { adapterBandwidthTBps, benchGenerate, formatGenerateRows } from "./generate.ts";
 import { configName, matmulConfigs, matmulKey, setMatmulConfig } from "../kernels/matmul/mod.ts";
 import { loadTuningCache, saveTuningCache } from "../kernels/matmul/mod.ts";
 import { lineChart } from "../train/svg.ts";
@@ -287,6 +288,24 @@ export async function runBench(opts: BenchOptions): Promise<void> {
         log(`step bench (${view}) failed: ${(err as Error).message}`);
       }
       flush();
+    }
+  }
+  if (want("generate")) {
+    // CPU adapters (quick): based-tiny, short prompts; the figures have no anchor
+    const experiment = quick ? "example/based-tiny" : "example/based-360m";
+    if (quick) log("generate bench: quick sizes use based-tiny (not Based-360m)");
+    try {
+      const r = await benchGenerate(e, {
+        experiment,
+        batches: opts.batch ? [Number(opts.batch)] : [1, 16],
+        promptLen: quick ? 32 : 2048,
+        decodeSteps: quick ? 16 : 128,
+        log,
+      });
+      results.generate = r;
+      log(formatGenerateRows(r, adapterBandwidthTBps(e.info.name)));
+    } catch (err) {
+      log(`generate bench failed: ${(err as Error).message}`);
     }
   }
   if (opts.out) {

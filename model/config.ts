@@ -27,6 +27,8 @@ export interface MixerConfig {
   view: LinearAttentionView;
   /** SlidingAttention / MHA: keys max(0, i - window/2) .. i; Infinity for full causal attention */
   window: number;
+  /** LinearAttention: the paper's fixed decay (model.config.fixed_decay), null when off */
+  decay?: { c0: number; denom: boolean; proj?: boolean } | null;
   /** the `model.config` key this mixer was read from */
   section: MixerSection;
   /** `l_max`: the sequence length the mixer is built for, when configured (> 0) */
@@ -113,6 +115,7 @@ function mixerConfig(
     window: kind === "mha" ? Infinity : num(c, "window_size", 128, where),
     section,
     lMax: positive(m.l_max),
+    decay: null,
   };
 }
 
@@ -135,6 +138,34 @@ function viewOf(name: string, where: string): LinearAttentionView {
 }
 
 /**
+ * The decay keys of `model.config` (the reference's GPT2MixerConfig, read by
+ * `DecayClass`): fixed_decay (default off), decay_const c0 (class default −5),
+ * decay_denom (class default true), decay_proj (the data-dependent per-row
+ * scale p = decay_proj(x), a Linear(d_model → heads) with bias per layer).
+ */
+function decayConfig(c: Obj): { c0: number; denom: boolean; proj: boolean } | null {
+  if (!c.fixed_decay) {
+    if (c.decay_proj) {
+      throw new BasedError(
+        "model.config.decay_proj scales the fixed decay: it needs model.config.fixed_decay=true",
+      );
+    }
+    return null;
+  }
+  const c0 = num(c, "decay_const", -5);
+  if (!(c0 < 0)) {
+    throw new BasedError(
+      `model.config.decay_const must be negative (r_h = 1 - 2^(c0 - h) > 0), got ${c0}`,
+    );
+  }
+  return {
+    c0,
+    denom: c.decay_denom === undefined ? true : Boolean(c.decay_denom),
+    proj: Boolean(c.decay_proj),
+  };
+}
+
+/**
  * Builds the model configuration from `model.config` (`based/models/gpt.py`, docs/reference.md).
  */
 export function modelConfigFromCfg(c: Obj, maxLength?: number): BasedConfig {
@@ -149,11 +180,22 @@ export function modelConfigFromCfg(c: Obj, maxLength?: number): BasedConfig {
   const base = mixerConfig(c, "mixer", "mha", nEmbd, nHead);
   const a1 = c.alt_mixer ? mixerConfig(c, "alt_mixer", "linear", nEmbd, nHead) : null;
   const a2 = c.alt_mixer_2 ? mixerConfig(c, "alt_mixer_2", "slide", nEmbd, nHead) : null;
+  const decay = decayConfig(c);
+  const withDecay = (m: MixerConfig | null) => {
+    if (!m || !decay || m.kind !== "linear") return m;
+    if (m.view === "cumsum") {
+      throw new BasedError(
+        `model.config.fixed_decay: the linear-attention view '${m.view}' does not implement the decay yet`,
+        "set parallel_implementation=quadratic or chunked in the linear-attention mixer config",
+      );
+    }
+    return { ...m, decay };
+  };
   const layers: MixerConfig[] = [];
   for (let i = 0; i < nLayer; i++) {
-    if (alt2.includes(i) && a2) layers.push(a2);
-    else if (alt1.includes(i) && a1) layers.push(a1);
-    else layers.push(base);
+    if (alt2.includes(i) && a2) layers.push(withDecay(a2)!);
+    else if (alt1.includes(i) && a1) layers.push(withDecay(a1)!);
+    else layers.push(withDecay(base)!);
   }
   if (c.activation_function !== undefined && c.activation_function !== "swiglu") {
     throw new BasedError(

@@ -9,7 +9,7 @@ import { linear } from "../kernels/matmul/mod.ts";
 import { reshape, split } from "../kernels/layout.ts";
 import { swiglu } from "../kernels/elementwise.ts";
 import { causalConv1d } from "../kernels/conv1d.ts";
-import { linearAttention } from "../kernels/linear_attention/mod.ts";
+import { headScale, linearAttention } from "../kernels/linear_attention/mod.ts";
 import { slidingWindowAttention } from "../kernels/sliding_window.ts";
 import { rotaryQK } from "../kernels/rotary.ts";
 
@@ -47,12 +47,28 @@ export function linearAttentionMixer(
   const q = reshape(linear(x, w("proj_q.weight")), [B, L, m.numHeads, m.featureDim]);
   const k = reshape(linear(x, w("proj_k.weight")), [B, L, m.numHeads, m.featureDim]);
   const v = reshape(linear(x, w("proj_v.weight")), [B, L, m.numHeads, m.headDim]);
-  const y = linearAttention(q, k, v, {
+  let y = linearAttention(q, k, v, {
     view: m.view,
     eps: m.eps,
     featureDim: m.featureDim,
+    decay: m.decay,
   });
+  if (m.decay?.proj) y = decayProjScale(w, x, y, B, L, m.numHeads);
   return linear(reshape(y, [B, L, m.numHeads * m.headDim]), w("out_proj.weight"));
+}
+
+/** decay_proj: y[b, i, h, :] scaled by p = decay_proj(x)[b, i, h] (the data-dependent decay). */
+export function decayProjScale(
+  w: Weights,
+  x: Tensor,
+  y: Tensor,
+  B: number,
+  L: number,
+  H: number,
+  lin: (x: Tensor, w: Tensor, b?: Tensor) => Tensor = linear,
+): Tensor {
+  const p = lin(x, w("decay_proj.weight"), w("decay_proj.bias"));
+  return headScale(y, reshape(p, [B, L, H]));
 }
 
 /**

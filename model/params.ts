@@ -57,6 +57,11 @@ export function declareParams(c: BasedConfig): ParamDecl[] {
       lin(`${p}.mixer.proj_k.weight`, m.featureDim * m.numHeads, d);
       lin(`${p}.mixer.proj_v.weight`, m.headDim * m.numHeads, d);
       lin(`${p}.mixer.out_proj.weight`, d, m.headDim * m.numHeads, outStd);
+      if (m.decay?.proj) {
+        // decay_proj (notebooks/03-31-decay.ipynb): Linear(d_model -> heads) with bias
+        lin(`${p}.mixer.decay_proj.weight`, m.numHeads, d);
+        bias(`${p}.mixer.decay_proj.bias`, m.numHeads);
+      }
     } else {
       lin(`${p}.mixer.Wqkv.weight`, 3 * d, d);
       lin(`${p}.mixer.out_proj.weight`, d, d, outStd);

@@ -1,90 +1,99 @@
 /**
- * `based generate`: continues a prompt with a trained checkpoint. Each new
- * token runs the parallel forward over the (left-truncated) context and
- * samples from the last position's logits (greedy at temperature 0).
+ * `based generate`: continues a prompt with a trained model. The prompt runs
+ * once through the parallel forward (prefill), which also fills each layer's
+ * recurrent state; every new token is then one recurrent step (model/decode.ts).
+ * Sampling: greedy at temperature 0, else temperature, top-k and top-p
+ * (train/sample.ts). Stops at the end-of-text token unless stopAtEos is false.
  */
 import type { Engine } from "../tensor/engine.ts";
-import { noGrad } from "../tensor/tape.ts";
-import { tidy } from "../tensor/tensor.ts";
-import { narrow } from "../kernels/layout.ts";
-import { type BasedLM, EMBEDDING } from "../model/based.ts";
-import { lmHeadLogits } from "../model/lm_head.ts";
+import type { BasedLM } from "../model/based.ts";
+import { Decoder } from "../model/decode.ts";
 import { Random } from "../tensor/random.ts";
 import { decode, encode, EOS, TokenStreamDecoder } from "../data/tokenize/mod.ts";
+import { sample } from "./sample.ts";
+
+export { sample } from "./sample.ts";
 
 export interface GenerateOptions {
   prompt: string;
   maxNewTokens: number;
+  /** 0 = greedy */
   temperature: number;
+  /** 0 = all tokens */
   topK: number;
-  /** nucleus sampling: the smallest set of most likely tokens of mass ≥ topP (1 = all) */
+  /** nucleus sampling mass; 1 (default) = all tokens */
   topP?: number;
   seed: number;
-  /** context window (tokens kept from the end) */
-  context: number;
-  stopAtEos: boolean;
+  /** prompt tokens kept from the end (default: all) */
+  context?: number;
+  /** stop at the end-of-text token (default true) */
+  stopAtEos?: boolean;
   onToken?: (text: string) => void;
+  /** receives the throughput line; default: printed to stderr */
+  log?: (line: string) => void;
 }
 
-/** Index of the sampled token from logits (host). */
-export function sample(
-  logits: Float32Array,
-  vocab: number,
-  o: { temperature: number; topK: number },
-  rng: Random,
-): number {
-  if (o.temperature <= 0) {
-    let best = 0;
-    for (let i = 1; i < vocab; i++) if (logits[i] > logits[best]) best = i;
-    return best;
-  }
-  let idx = [...Array(vocab).keys()];
-  if (o.topK > 0 && o.topK < vocab) {
-    idx = idx.sort((a, b) => logits[b] - logits[a]).slice(0, o.topK);
-  }
-  let mx = -Infinity;
-  for (const i of idx) mx = Math.max(mx, logits[i]);
-  const w = idx.map((i) => Math.exp((logits[i] - mx) / o.temperature));
-  const sum = w.reduce((a, b) => a + b, 0);
-  let u = rng.next() * sum;
-  for (let j = 0; j < idx.length; j++) {
-    u -= w[j];
-    if (u <= 0) return idx[j];
-  }
-  return idx[idx.length - 1];
+export interface GenerateStats {
+  promptTokens: number;
+  prefillMs: number;
+  newTokens: number;
+  decodeMs: number;
+}
+
+export function formatStats(s: GenerateStats): string {
+  const rate = (n: number, ms: number) => (ms > 0 ? (n / ms) * 1000 : 0).toFixed(1);
+  return `prefill ${s.promptTokens} tokens in ${s.prefillMs.toFixed(0)} ms ` +
+    `(${rate(s.promptTokens, s.prefillMs)} tok/s) | decode ${s.newTokens} tokens in ` +
+    `${s.decodeMs.toFixed(0)} ms (${rate(s.newTokens, s.decodeMs)} tok/s)`;
 }
 
 export async function generate(
   e: Engine,
   model: BasedLM,
   o: GenerateOptions,
-): Promise<{ ids: number[]; text: string }> {
-  const ids = encode(o.prompt);
+): Promise<{ ids: number[]; text: string; stats: GenerateStats }> {
+  let ids = encode(o.prompt);
   if (ids.length === 0) ids.push(EOS);
+  if (o.context && ids.length > o.context) ids = ids.slice(-o.context);
   const out: number[] = [];
   const rng = new Random(o.seed);
   const vocab = model.config.vocabSize; // never sample the padding rows
   const stream = new TokenStreamDecoder(); // a character may span tokens
-  for (let n = 0; n < o.maxNewTokens; n++) {
-    const ctx = ids.slice(-o.context);
-    const L = ctx.length;
-    const host = Int32Array.from(ctx);
-    const idsT = e.tensor(host, [1, L], "i32");
-    const logits = noGrad(() =>
-      tidy(() => {
-        const y = model.hidden({ ids: idsT, hostIds: host, B: 1, L });
-        return lmHeadLogits(narrow(y, 0, L - 1, 1), model.p(EMBEDDING));
-      })
-    );
-    const row = await e.readF32(logits);
-    logits.dispose();
-    idsT.dispose();
-    const next = sample(row, vocab, o, rng);
-    if (o.stopAtEos && next === EOS) break;
-    ids.push(next);
-    out.push(next);
-    o.onToken?.(stream.push(next));
+  const stopAtEos = o.stopAtEos ?? true;
+  const dec = new Decoder(model, 1, ids.length + Math.max(0, o.maxNewTokens));
+  const stats: GenerateStats = {
+    promptTokens: ids.length,
+    prefillMs: 0,
+    newTokens: 0,
+    decodeMs: 0,
+  };
+  try {
+    let t0 = performance.now();
+    if (o.maxNewTokens > 0) {
+      let logits = dec.prefill(Int32Array.from(ids), ids.length);
+      for (let n = 0; n < o.maxNewTokens; n++) {
+        const row = await e.readF32(logits);
+        logits.dispose();
+        const t1 = performance.now();
+        if (n === 0) stats.prefillMs = t1 - t0;
+        else {
+          stats.decodeMs += t1 - t0;
+          stats.newTokens++;
+        }
+        const next = sample(row, vocab, o, rng);
+        if (stopAtEos && next === EOS) break;
+        out.push(next);
+        o.onToken?.(stream.push(next));
+        if (n + 1 === o.maxNewTokens) break;
+        t0 = performance.now();
+        logits = dec.step(Int32Array.of(next));
+      }
+    }
+  } finally {
+    dec.dispose();
   }
   o.onToken?.(stream.flush());
-  return { ids: out, text: decode(out) };
+  // default: stderr, on its own line after streamed text
+  (o.log ?? ((s: string) => console.error(o.onToken ? `\n${s}` : s)))(formatStats(stats));
+  return { ids: out, text: decode(out), stats };
 }

@@ -28,6 +28,9 @@ import { chunked } from "./chunked.ts";
 import { cumsum } from "./cumsum.ts";
 import { checkGeometry, type Dims, dims, type Geo, PREP, type View } from "./geometry.ts";
 import { quadratic } from "./quadratic.ts";
+import { decayedLinearAttention, decayForward, type DecayOptions } from "./decay.ts";
+import { decayChunkedForward } from "./decay_chunked.ts";
+import { decayChunkedBackward } from "./decay_chunked_bwd.ts";
 
 export { CHUNK } from "./geometry.ts";
 export { taylorFeatureMap } from "./feature_map.ts";
@@ -37,6 +40,9 @@ export {
   linearAttentionState,
   linearAttentionStep,
 } from "./recurrent.ts";
+export type { DecayOptions } from "./decay.ts";
+export { headScale } from "./decay_proj.ts";
+export { type DecayCursor, decayPrefill, decayStep } from "./decay_recurrent.ts";
 
 /** The training views. A new view is one file and one entry here. */
 const VIEWS = { quadratic, chunked, cumsum } satisfies Record<string, View>;
@@ -87,6 +93,20 @@ export interface LinearAttentionOptions {
    * default true
    */
   normalize?: boolean;
+  /** the paper's fixed decay (decay.ts); off when absent. Quadratic and chunked views. */
+  decay?: DecayOptions | null;
+}
+
+/** Refuses the decay where no kernel implements it yet (one line, what to do). */
+export function checkDecayView(view: LinearAttentionView, normalize = true): void {
+  if (view === "cumsum" || !normalize) {
+    throw new BasedError(
+      `linear attention with fixed_decay: the ${view} view${
+        normalize ? "" : " (unnormalised)"
+      } does not implement the decay yet`,
+      "set parallel_implementation=quadratic or chunked in the linear-attention mixer config",
+    );
+  }
 }
 
 function forward(
@@ -139,6 +159,23 @@ export function linearAttention(
   const g = checkGeometry(d);
   const eps = opts.eps ?? 1e-12;
   const view = checkView(opts.view);
+  if (opts.decay) {
+    checkDecayView(view, opts.normalize !== false);
+    if (view === "chunked") {
+      return decayedLinearAttention(
+        d,
+        g,
+        q,
+        k,
+        v,
+        opts.decay,
+        eps,
+        decayChunkedForward,
+        decayChunkedBackward,
+      );
+    }
+    return decayedLinearAttention(d, g, q, k, v, opts.decay, eps);
+  }
   if (opts.normalize === false) return numerator(view, d, g, q, k, v);
   const [y, den] = forward(view, d, g, q, k, v, eps);
   record("linear_attention", [q, k, v], [y], [q, k, v, y, den], ([gy], saved) => {
@@ -199,6 +236,18 @@ export function linearAttentionForward(
 ): { y: Tensor; den: Tensor } {
   const d = dims(q, k, v, opts.featureDim);
   const g = checkGeometry(d);
-  const [y, den] = forward(checkView(opts.view), d, g, q, k, v, opts.eps ?? 1e-12);
+  const view = checkView(opts.view);
+  if (opts.decay) checkDecayView(view);
+  const [y, den] = opts.decay
+    ? (view === "chunked" ? decayChunkedForward : decayForward)(
+      d,
+      g,
+      q,
+      k,
+      v,
+      opts.decay,
+      opts.eps ?? 1e-12,
+    )
+    : forward(view, d, g, q, k, v, opts.eps ?? 1e-12);
   return { y, den };
 }
