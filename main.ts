@@ -136,6 +136,8 @@ program.command("bench")
   .option("--lengths <list>", "sequence lengths of the attention benchmark")
   .option("--profile", "print the time per kernel kind of one training step")
   .option("--filter <text>", "only matmul shapes whose name contains this (with --tune too)")
+  .option("--precision <p>", "matmul precision: 32 (default) or 16-mixed (f16 inputs, f32 sums)")
+  .option("--anchors <file>", "PyTorch matmul figures of this machine (dev/torch_matmul.py)")
   .action(
     async (
       opts: {
@@ -146,6 +148,8 @@ program.command("bench")
         batch?: string;
         lengths?: string;
         profile?: boolean;
+        precision?: string;
+        anchors?: string;
       },
     ) => {
       const { runBench } = await import("./bench/mod.ts");
