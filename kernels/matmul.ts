@@ -331,7 +331,7 @@ function chooseSplit(e: Engine, c: MatmulConfig, s: GemmShape): number {
 const cache = new Map<string, Kernel>();
 
 function gemmKernel(c: MatmulConfig, v: MatmulVariant): Kernel {
-  if (!v.f16) c = { ...c, flush: undefined };
+  if (!v.f16) c = { ...c, flush: undefined, h2: undefined };
   const key = `${configName({ ...c, splitK: 1 })}|${variantName(v)}`;
   let k = cache.get(key);
   if (!k) {

@@ -60,6 +60,8 @@ export interface MatmulConfig {
    * f32 accumulators (a divisor or a multiple of bk; default F16_FLUSH)
    */
   flush?: number;
+  /** f16 kernels only: partial sums as vec2<f16> pairs (one packed FMA each) instead of vec4 */
+  h2?: boolean;
 }
 
 /** Default flush length of the f16 kernels (products per f16 partial sum). */
@@ -85,7 +87,8 @@ export interface MatmulVariant {
 
 export function configName(c: MatmulConfig): string {
   return `${c.bm}x${c.bn}x${c.bk}_t${c.tm}x${c.tn}_s${c.stages}${c.warp ? "w" : ""}` +
-    (c.splitK !== 1 ? `_k${c.splitK}` : "") + (c.flush ? `_f${c.flush}` : "");
+    (c.splitK !== 1 ? `_k${c.splitK}` : "") + (c.flush ? `_f${c.flush}` : "") +
+    (c.h2 ? "h2" : "");
 }
 
 export function variantName(v: MatmulVariant): string {
@@ -117,7 +120,7 @@ export function validateConfig(
     throw new Error(`matmul config ${configName(c)}: ${why}`);
   };
   for (const [k, x] of Object.entries(c)) {
-    if (k !== "warp" && x !== undefined && (!Number.isInteger(x) || x < 0)) {
+    if (k !== "warp" && k !== "h2" && x !== undefined && (!Number.isInteger(x) || x < 0)) {
       bad(`${k} must be an integer ≥ 0`);
     }
   }
@@ -302,11 +305,17 @@ export function genGemm(c: MatmulConfig, v: MatmulVariant): string {
     ind([...A.store, ...B.store].map((s) => s.replaceAll("$", `${buf}`)), n);
 
   // f16: add the f16 partial sums into the f32 accumulators and restart them
+  const h2 = !!(v.f16 && c.h2);
   const flushCode = (() => {
     const out: string[] = [];
     for (let i = 0; i < tm; i++) {
       for (let j = 0; j < tn / 4; j++) {
-        out.push(`c${i}_${j} += vec4<f32>(h${i}_${j}); h${i}_${j} = vec4<f16>(0.0);`);
+        out.push(
+          h2
+            ? `c${i}_${j} += vec4<f32>(vec2<f32>(h${i}_${j}l), vec2<f32>(h${i}_${j}h)); ` +
+              `h${i}_${j}l = vec2<f16>(0.0); h${i}_${j}h = vec2<f16>(0.0);`
+            : `c${i}_${j} += vec4<f32>(h${i}_${j}); h${i}_${j} = vec4<f16>(0.0);`,
+        );
       }
     }
     return out.join(" ");
@@ -320,13 +329,23 @@ export function genGemm(c: MatmulConfig, v: MatmulVariant): string {
       for (let j = 0; j < tn / 4; j++) out.push(`let b${j} = Bs${buf}[${k}][ib${j}];`);
       for (let i = 0; i < tm; i++) {
         const a = `a${i >> 2}.${"xyzw"[i & 3]}`;
+        if (h2) {
+          // one packed multiply-add per pair of outputs
+          const f = [`let s${i} = vec2<f16>(${a});`];
+          for (let j = 0; j < tn / 4; j++) {
+            f.push(`h${i}_${j}l = fma(s${i}, b${j}.xy, h${i}_${j}l);`);
+            f.push(`h${i}_${j}h = fma(s${i}, b${j}.zw, h${i}_${j}h);`);
+          }
+          out.push(f.join(" "));
+          continue;
+        }
         for (let j = 0; j < tn / 4; j++) {
           out.push(`${acc}${i}_${j} = fma(vec4<${el}>(${a}), b${j}, ${acc}${i}_${j});`);
         }
       }
       // scope each k so the fragment names can repeat
-      out[out.length - (tm / 4 + tn / 4 + tm * tn / 4)] = "{ " +
-        out[out.length - (tm / 4 + tn / 4 + tm * tn / 4)];
+      const lines = tm / 4 + tn / 4 + (h2 ? tm : tm * tn / 4);
+      out[out.length - lines] = "{ " + out[out.length - lines];
       out[out.length - 1] += " }";
       if (flushIn && (k + 1) % flush === 0) out.push(flushCode);
     }
@@ -337,7 +356,13 @@ export function genGemm(c: MatmulConfig, v: MatmulVariant): string {
   const accs: string[] = [];
   for (let i = 0; i < tm; i++) {
     for (let j = 0; j < tn / 4; j++) accs.push(`var c${i}_${j} = vec4<f32>(0.0);`);
-    if (v.f16) { for (let j = 0; j < tn / 4; j++) accs.push(`var h${i}_${j} = vec4<f16>(0.0);`); }
+    for (let j = 0; v.f16 && j < tn / 4; j++) {
+      accs.push(
+        h2
+          ? `var h${i}_${j}l = vec2<f16>(0.0); var h${i}_${j}h = vec2<f16>(0.0);`
+          : `var h${i}_${j} = vec4<f16>(0.0);`,
+      );
+    }
   }
   const frag: string[] = [];
   for (let i = 0; i < tm / 4; i++) frag.push(`let ia${i} = ty + ${i * TY}u;`);

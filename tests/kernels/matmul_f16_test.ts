@@ -120,7 +120,7 @@ const tname = (tA?: boolean, tB?: boolean) => `${tA ? "T" : "N"}${tB ? "T" : "N"
 /** Small configs that cover both flush placements (inside a tile, every n tiles) and both buffering schemes. */
 const CONFIGS: MatmulConfig[] = [
   { bm: 32, bn: 32, bk: 16, tm: 4, tn: 4, stages: 2, warp: false, splitK: 1, flush: 8 },
-  { bm: 64, bn: 64, bk: 16, tm: 8, tn: 8, stages: 2, warp: true, splitK: 1, flush: 64 },
+  { bm: 64, bn: 64, bk: 16, tm: 8, tn: 8, stages: 2, warp: true, splitK: 1, flush: 64, h2: true },
   { bm: 32, bn: 64, bk: 16, tm: 4, tn: 8, stages: 1, warp: false, splitK: 1, flush: 32 },
 ];
 
