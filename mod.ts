@@ -26,7 +26,7 @@ export {
   sub,
   swiglu,
 } from "./kernels/elementwise.ts";
-export { gemm, linear, matmul } from "./kernels/matmul.ts";
+export { gemm, linear, matmul } from "./kernels/matmul/mod.ts";
 export { mean, sum, sumAll, sumRowsInto } from "./kernels/reduce.ts";
 export { concat, narrow, permute, reshape, split, transpose } from "./kernels/layout.ts";
 export { softmax } from "./kernels/softmax.ts";
@@ -44,7 +44,7 @@ export {
   type LinearAttentionView,
   resolveView,
   taylorFeatureMap,
-} from "./kernels/linear_attention.ts";
+} from "./kernels/linear_attention/mod.ts";
 export { slidingWindowAttention } from "./kernels/sliding_window.ts";
 
 // model
@@ -52,13 +52,14 @@ export { BasedLM, type Batch, EMBEDDING } from "./model/based.ts";
 export { type BasedConfig, type MixerConfig, modelConfigFromCfg } from "./model/config.ts";
 export { declareParams, initValues, type ParamDecl } from "./model/params.ts";
 export { lmHeadLogits, lmHeadLoss } from "./model/lm_head.ts";
-export { runParity } from "./model/parity.ts";
+export { runParity } from "./parity/parity.ts";
 
 // optimizer, data, config, training
 export * from "./optim/mod.ts";
 export { loadDataModule } from "./data/datamodule.ts";
 export { evalBatches, LMDataset, TrainSampler } from "./data/lm_dataset.ts";
-export { decode, encode, EOS } from "./data/tokenizer.ts";
-export { applyOverrides, composeConfig, type Config, toYaml } from "./config/mod.ts";
+export { decode, encode, EOS } from "./data/tokenize/mod.ts";
+export { applyOverrides, type Config, toYaml } from "./config/mod.ts";
+export { composeConfig } from "./configs/mod.ts";
 export { evaluate, train, type TrainResult } from "./train/loop.ts";
 export { latestCheckpoint, loadCheckpoint, saveCheckpoint } from "./train/checkpoint.ts";

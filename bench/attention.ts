@@ -8,11 +8,15 @@
  *   deno run -A bench/attention.ts [views=quadratic,chunked,cumsum] [lengths=512,2048] [B=8] [H=16]
  */
 import { type Engine, initEngine } from "../tensor/engine.ts";
-import { formatBytes } from "../tensor/errors.ts";
+import { formatBytes } from "../errors.ts";
 import { backward, noGrad } from "../tensor/tape.ts";
 import type { Tensor } from "../tensor/tensor.ts";
-import { CHUNK, linearAttention, type LinearAttentionView } from "../kernels/linear_attention.ts";
-import * as ref from "../kernels/linear_attention_ref.ts";
+import {
+  CHUNK,
+  linearAttention,
+  type LinearAttentionView,
+} from "../kernels/linear_attention/mod.ts";
+import * as ref from "../kernels/linear_attention/reference.ts";
 import { slidingWindowAttention } from "../kernels/sliding_window.ts";
 import { median } from "./report.ts";
 import { randomTensor } from "./random.ts";

@@ -7,7 +7,7 @@
  */
 import { initEngine } from "../tensor/engine.ts";
 import { timeGemm } from "../bench/matmul.ts";
-import { configName, type MatmulConfig } from "../kernels/matmul.ts";
+import { configName, type MatmulConfig } from "../kernels/matmul/mod.ts";
 
 const e = await initEngine();
 const base: MatmulConfig = {

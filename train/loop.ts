@@ -8,12 +8,11 @@
  */
 import { join, resolve } from "node:path";
 import { type Engine, initEngine } from "../tensor/engine.ts";
-import { BasedError, formatBytes } from "../tensor/errors.ts";
+import { BasedError, formatBytes } from "../errors.ts";
 import { backward, clearTape, noGrad } from "../tensor/tape.ts";
 import { type Tensor, tidy } from "../tensor/tensor.ts";
 import { accumulate, fill } from "../kernels/elementwise.ts";
 import { BasedLM, type Batch } from "../model/based.ts";
-import { modelConfigFromCfg } from "../model/config.ts";
 import { AdamW } from "../optim/adamw.ts";
 import { GradClip } from "../optim/clip.ts";
 import { paramGroup } from "../optim/groups.ts";
@@ -24,7 +23,7 @@ import { type LMDataset, TrainSampler } from "../data/lm_dataset.ts";
 import { ensureWritableDir, latestCheckpoint, saveCheckpoint } from "./checkpoint.ts";
 import { MetricsLog, writePlots } from "./metrics.ts";
 import { formatProfile, Progress, stepLine } from "./progress.ts";
-import { loadTuningCache } from "../kernels/matmul_tune.ts";
+import { loadTuningCache } from "../kernels/matmul/mod.ts";
 import { readSettings, type TrainSettings } from "./settings.ts";
 import { DataParallel } from "../parallel/data_parallel.ts";
 import { bindingLimitError, checkTokenIds, isBindingLimitError } from "./preflight.ts";
@@ -120,7 +119,7 @@ export async function train(cfg: Config, opts: TrainOptions = {}): Promise<Train
   }
 
   // ---- model and optimizer
-  const mc = modelConfigFromCfg(S.modelConfig, L);
+  const mc = S.model;
   checkTokenIds(dm, mc.vocabSize, ["train", "validation", "test"]);
   const groupOf = (name: string, kind: Parameters<typeof paramGroup>[1]) =>
     paramGroup(name, kind, S.grouping);

@@ -3,9 +3,10 @@
  * Lightning's defaults where the config leaves a key out.
  */
 import { join, resolve } from "node:path";
-import { BasedError } from "../tensor/errors.ts";
-import { cfgGet, cfgInt, cfgMap, cfgNum, type Config } from "../config/mod.ts";
+import { BasedError } from "../errors.ts";
+import { cfgGet, cfgInt, cfgMap, cfgNum, type Config, type Obj } from "../config/mod.ts";
 import { checkSequenceLength } from "./preflight.ts";
+import { type BasedConfig, modelConfigFromCfg } from "../model/config.ts";
 
 export interface TrainSettings {
   seed: number;
@@ -35,14 +36,15 @@ export interface TrainSettings {
   /** null when the config has no train.optimizer_param_grouping (then everything is decayed) */
   grouping: Record<string, unknown> | null;
   clipNorm: number;
+  /** model.config as configured (saved with checkpoints) */
   modelConfig: Record<string, unknown>;
+  /** the model configuration, resolved once here (sequence length = maxLength) */
+  model: BasedConfig;
   quiet: boolean;
   /** +profile=true: GPU time per kernel kind of one step */
   profile: boolean;
   precision: string;
 }
-
-type Obj = Record<string, unknown>;
 
 /** The value at a dotted key, undefined when absent. */
 const at = (cfg: Config, path: string): unknown => cfgGet<unknown>(cfg, path, undefined);
@@ -82,7 +84,9 @@ export function readSettings(cfg: Config, cwd: string): TrainSettings {
   const clip = at(c, "trainer.gradient_clip_val");
   const topK = cfgInt(c, "callbacks.model_checkpoint.save_top_k", 1);
   const maxLength = cfgInt(c, "datamodule.max_length");
-  checkSequenceLength(cfgMap(c, "model.config", {}) as Obj, maxLength);
+  const modelConfig = cfgMap(c, "model.config", {}) as Obj;
+  const model = modelConfigFromCfg(modelConfig, maxLength);
+  checkSequenceLength(model, maxLength);
   return {
     seed: typeof seed === "number" ? seed : 0,
     dataSeed: typeof seed === "number" ? seed : 0,
@@ -117,7 +121,8 @@ export function readSettings(cfg: Config, cwd: string): TrainSettings {
       ? null
       : cfgMap(c, "train.optimizer_param_grouping", {}) as Obj,
     clipNorm: typeof clip === "number" && clip > 0 ? clip : Infinity,
-    modelConfig: cfgMap(c, "model.config", {}) as Obj,
+    modelConfig,
+    model,
     quiet: Boolean(at(c, "quiet")),
     profile: Boolean(at(c, "profile")),
     precision: String(at(c, "trainer.precision") ?? "32"),

@@ -1,7 +1,7 @@
 /**
  * The f16-input GEMM (A and B f16, out and bias f32): packed f16 FMAs into
  * f16 partial sums, flushed into f32 accumulators every `flush` products.
- * Checked against the float64 reference (kernels/matmul_ref.ts) computed on
+ * Checked against the float64 reference (kernels/matmul/reference.ts) computed on
  * the same f16-rounded inputs, so input rounding is not part of the error
  * (it is the caller's choice of f16 storage); the checked error is the
  * arithmetic's.
@@ -27,9 +27,9 @@ import {
   matmulConfigs,
   matmulKey,
   selectMatmulConfig,
-} from "../../kernels/matmul.ts";
-import { F16_FLUSH } from "../../kernels/matmul_codegen.ts";
-import * as ref from "../../kernels/matmul_ref.ts";
+} from "../../kernels/matmul/mod.ts";
+import { F16_FLUSH } from "../../kernels/matmul/codegen.ts";
+import * as ref from "../../kernels/matmul/reference.ts";
 import type { Engine } from "../../tensor/engine.ts";
 import { type F64, gpuTest, Rng } from "../helpers.ts";
 

@@ -6,7 +6,7 @@
 import { deepStrictEqual as eq, ok } from "node:assert/strict";
 import { parse } from "yaml";
 import { toYaml } from "../../config/mod.ts";
-import { at, compose, CWD } from "./helpers.ts";
+import { at, compose, CWD } from "../config/helpers.ts";
 
 const GOLDEN: Record<string, unknown> = {
   // root

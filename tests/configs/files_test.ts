@@ -17,9 +17,10 @@ import {
   toYaml,
 } from "../../config/mod.ts";
 import { BUNDLE } from "../../configs/bundle.ts";
-import { bundleText, CONFIGS_DIR, listYaml } from "../../config/gen_bundle.ts";
+import { bundleText, CONFIGS_DIR, listYaml } from "../../configs/gen_bundle.ts";
 import { modelConfigFromCfg } from "../../model/config.ts";
-import { at, compose, composeFrom, CWD, throwsBased } from "./helpers.ts";
+import { BasedError } from "../../errors.ts";
+import { at, compose, composeFrom, CWD, throwsBased } from "../config/helpers.ts";
 
 Deno.test("config/files: configs/bundle.ts holds every YAML file under configs/, up to date", () => {
   const files = listYaml();
@@ -178,7 +179,7 @@ async function throwsBasedAsync(fn: () => Promise<unknown>, re: RegExp): Promise
   try {
     await fn();
   } catch (e) {
-    ok(e instanceof Error && e.name === "BasedError" && re.test(e.message), String(e));
+    ok(e instanceof BasedError && re.test(e.message), String(e));
     return;
   }
   throw new Error("expected a BasedError");

@@ -6,7 +6,7 @@
  * f32 accumulators plus half as many registers of f16 partial sums, which
  * caps the per-thread tile at 8×8 or 8×16.
  */
-import type { MatmulConfig } from "./matmul_codegen.ts";
+import type { MatmulConfig } from "./codegen.ts";
 
 /** Large problems without a tuning entry: 128×128, K tiles of 32, flush every 32. */
 export const CONFIG_F16_LARGE: MatmulConfig = {
