@@ -8,7 +8,10 @@
  */
 import type { MatmulConfig } from "./codegen.ts";
 
-/** Large problems without a tuning entry: 128×128, K tiles of 32, flush every 32. */
+/**
+ * Large problems without a tuning entry: 128×128, K tiles of 32, double-buffered, vec2 partial
+ * sums flushed every 32 products (the most frequent winner of the H200 tuning, BENCHMARKS.md).
+ */
 export const CONFIG_F16_LARGE: MatmulConfig = {
   bm: 128,
   bn: 128,
@@ -19,6 +22,7 @@ export const CONFIG_F16_LARGE: MatmulConfig = {
   warp: true,
   splitK: 0,
   flush: 32,
+  h2: true,
 };
 
 /**
