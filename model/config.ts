@@ -125,7 +125,9 @@ function viewOf(name: string, where: string): LinearAttentionView {
   }
 }
 
-/** Builds the model configuration from `model.config` (spec §2). */
+/**
+ * Builds the model configuration from `model.config` (`based/models/gpt.py`, docs/reference.md).
+ */
 export function modelConfigFromCfg(c: Obj, maxLength?: number): BasedConfig {
   const nEmbd = num(c, "n_embd");
   const nLayer = num(c, "n_layer");

@@ -163,7 +163,7 @@ export function param(e: Engine, data: F64, shape: number[]): Tensor {
 export const REPO = new URL("..", import.meta.url).pathname;
 
 /**
- * The shared folder beside the checkout (spec, fixtures, data), overridable
+ * The shared folder beside the checkout (fixtures, data), overridable
  * with BASED_SHARED_DIR.
  */
 export const SHARED = Deno.env.get("BASED_SHARED_DIR") ??
@@ -192,6 +192,29 @@ export function fixtureTest(name: string, fn: (e: Engine) => Promise<void> | voi
       const e = await initEngine();
       await fn(e);
     },
+  });
+}
+
+/** The WikiText files beside the checkout (CC BY-SA: never in the repository). */
+export const WIKITEXT = `${SHARED.replace(/\/$/, "")}/data/wikitext`;
+
+/** Whether the shared WikiText files are present (tests that read them are skipped otherwise). */
+export const HAVE_WIKITEXT: boolean = (() => {
+  try {
+    return Deno.statSync(WIKITEXT).isDirectory;
+  } catch {
+    return false;
+  }
+})();
+
+/** A test that reads the shared WikiText files: skipped (and says why) when they are absent. */
+export function wikitextTest(name: string, fn: () => Promise<void> | void): void {
+  Deno.test({
+    name: HAVE_WIKITEXT
+      ? name
+      : `${name} (skipped: WikiText is not bundled (CC BY-SA); no ${WIKITEXT})`,
+    ignore: !HAVE_WIKITEXT,
+    fn,
   });
 }
 

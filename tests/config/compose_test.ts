@@ -178,7 +178,7 @@ Deno.test("config/compose: an extra source overrides and extends the bundle", ()
   eq(at(cfg, "trainer.num_sanity_val_steps"), undefined); // the built-in trainer/default is shadowed
 });
 
-Deno.test("config/compose: merge order of based-360m is spec §1.4's", () => {
+Deno.test("config/compose: merge order of based-360m is Hydra 1.3's", () => {
   const { order } = composeBuiltin(["experiment=example/based-360m"]);
   eq(order.map((o) => o.configPath), [
     "config",

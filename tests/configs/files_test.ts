@@ -69,7 +69,7 @@ Deno.test("config/files: every experiment composes, round-trips through YAML and
   eq(at(compose([]), "train.optimizer._target_"), "torch.optim.AdamW");
 });
 
-Deno.test("config/files: the reference runs' differences (spec §1.10 and the reference repository)", () => {
+Deno.test("config/files: the reference runs' differences (the reference repository's experiment files)", () => {
   const r = compose(["experiment=reference/based-360m"]);
   eq(at(r, "model.config.alt_mixer.parallel_implementation"), "fla_parallel");
   eq(at(r, "model.config.alt_mixer.eps"), 1e-6);
