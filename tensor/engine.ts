@@ -180,11 +180,19 @@ export class Engine {
   /** Writes host data into an existing tensor (flushes pending work first). */
   upload(t: Tensor, data: ArrayLike<number> | Float32Array | Int32Array | Uint32Array): void {
     t.assertAlive();
-    let arr: Float32Array | Int32Array | Uint32Array;
+    let arr: Float32Array | Int32Array | Uint32Array | Float16Array;
     if (t.dtype === "f32") arr = data instanceof Float32Array ? data : Float32Array.from(data);
     else if (t.dtype === "i32") arr = data instanceof Int32Array ? data : Int32Array.from(data);
-    else arr = data instanceof Uint32Array ? data : Uint32Array.from(data);
-    if (arr.length !== t.size) throw new Error(`upload(): ${arr.length} values for ${t}`);
+    else if (t.dtype === "f16") {
+      // rounded to nearest even; writeBuffer needs a multiple of 4 bytes: an odd count writes
+      // one padding half (a tensor's storage is at least 4-byte rounded)
+      if (data.length !== t.size) throw new Error(`upload(): ${data.length} values for ${t}`);
+      arr = new Float16Array(t.size + (t.size & 1));
+      arr.set(data as ArrayLike<number>);
+    } else arr = data instanceof Uint32Array ? data : Uint32Array.from(data);
+    if (t.dtype !== "f16" && arr.length !== t.size) {
+      throw new Error(`upload(): ${arr.length} values for ${t}`);
+    }
     // a pooled buffer may still be read by recorded-but-unsubmitted work
     this.flush();
     if (arr.length) {
@@ -192,7 +200,7 @@ export class Engine {
     }
   }
 
-  /** Reads a tensor back to the host (waits for all recorded work). */
+  /** Reads a tensor back to the host (waits for all recorded work); f16 comes back as f32. */
   async read(t: Tensor): Promise<Float32Array | Int32Array | Uint32Array> {
     t.assertAlive();
     const bytes = t.byteLength;
@@ -217,6 +225,7 @@ export class Engine {
     staging.destroy();
     this.checkError();
     if (t.dtype === "f32") return new Float32Array(copy, 0, t.size);
+    if (t.dtype === "f16") return Float32Array.from(new Float16Array(copy, 0, t.size));
     if (t.dtype === "i32") return new Int32Array(copy, 0, t.size);
     return new Uint32Array(copy, 0, t.size);
   }

@@ -7,9 +7,10 @@
  */
 import type { Engine } from "./engine.ts";
 
-export type DType = "f32" | "i32" | "u32";
+/** f16: IEEE half, 2 bytes per element (needs the adapter's shader-f16; `Engine.hasF16`). */
+export type DType = "f32" | "i32" | "u32" | "f16";
 
-export const DTYPE_BYTES: Record<DType, number> = { f32: 4, i32: 4, u32: 4 };
+export const DTYPE_BYTES: Record<DType, number> = { f32: 4, i32: 4, u32: 4, f16: 2 };
 
 /** Owner of a GPU buffer region; shared by all handles (views) of it. */
 export class Storage {
