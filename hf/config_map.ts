@@ -143,6 +143,8 @@ export interface MappedConfig {
   maxLength: number;
   /** keys of config.json based does not read (named in one warning line) */
   unknown: string[];
+  /** what the mapping changed, one line each (printed as warnings) */
+  notes: string[];
 }
 
 function isObj(v: unknown): v is Obj {
@@ -217,10 +219,22 @@ export function mapHfConfig(json: unknown, source: string): MappedConfig {
   ) {
     if (json[k] !== undefined) modelConfig[k] = json[k];
   }
+  // The reference passes the decay to LinearAttention, which ignores it (its
+  // `**kwargs`; based/models/mixers/linear_attention.py), so a released model
+  // that says fixed_decay was trained, and computes, without it.
+  const notes: string[] = [];
+  if (modelConfig.fixed_decay) {
+    notes.push(
+      "fixed_decay is set, but the reference's LinearAttention ignores the decay: " +
+        "loaded without it, as the reference computes this model",
+    );
+    modelConfig.fixed_decay = false;
+    delete modelConfig.decay_proj;
+  }
   const nPos = typeof json.n_positions === "number" && json.n_positions > 0
     ? json.n_positions
     : 2048;
-  return { modelConfig, maxLength: lMax.length ? Math.min(...lMax) : nPos, unknown };
+  return { modelConfig, maxLength: lMax.length ? Math.min(...lMax) : nPos, unknown, notes };
 }
 
 /**

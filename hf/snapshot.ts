@@ -56,6 +56,7 @@ export async function loadHfSnapshot(
     throw new BasedError(`${cfgPath}: not readable JSON (${(e as Error).message.split("\n")[0]})`);
   }
   const mapped = mapHfConfig(json, cfgPath);
+  for (const n of mapped.notes) warn(`warning: ${cfgPath}: ${n}`);
   if (mapped.unknown.length) {
     warn(`warning: ${cfgPath}: keys based does not read (ignored): ${mapped.unknown.join(", ")}`);
   }

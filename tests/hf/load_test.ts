@@ -513,3 +513,11 @@ Deno.test("hf: pickles written by CPython (protocols 2 and 4): an OrderedDict st
     eq(d.get("l"), [1, new PyTuple([2, 3])]);
   }
 });
+
+Deno.test("hf: fixed_decay in config.json loads without decay, as the reference computes it", () => {
+  const m = mapHfConfig({ ...CONFIG, fixed_decay: true, decay_proj: true }, "config.json");
+  eq(m.modelConfig.fixed_decay, false);
+  eq(m.modelConfig.decay_proj, undefined);
+  eq(m.notes.length, 1);
+  eq(mapHfConfig(CONFIG, "config.json").notes, []);
+});
