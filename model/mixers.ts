@@ -5,7 +5,7 @@
  */
 import type { Tensor } from "../tensor/tensor.ts";
 import type { MixerConfig } from "./config.ts";
-import { linear } from "../kernels/matmul.ts";
+import { linear } from "../kernels/f16/linear.ts"; // f16 mixed precision when active
 import { reshape, split } from "../kernels/layout.ts";
 import { swiglu } from "../kernels/elementwise.ts";
 import { causalConv1d } from "../kernels/conv1d.ts";

@@ -7,9 +7,10 @@
  */
 import type { Engine } from "./engine.ts";
 
-export type DType = "f32" | "i32" | "u32";
+/** `f16`: IEEE binary16, 2 bytes per element, packed two to a 32-bit word (mixed precision). */
+export type DType = "f32" | "i32" | "u32" | "f16";
 
-export const DTYPE_BYTES: Record<DType, number> = { f32: 4, i32: 4, u32: 4 };
+export const DTYPE_BYTES: Record<DType, number> = { f32: 4, i32: 4, u32: 4, f16: 2 };
 
 /** Owner of a GPU buffer region; shared by all handles (views) of it. */
 export class Storage {

@@ -6,6 +6,7 @@ import { join, resolve } from "node:path";
 import { BasedError } from "../tensor/errors.ts";
 import { cfgGet, cfgInt, cfgMap, cfgNum, type Config } from "../config/mod.ts";
 import { checkSequenceLength } from "./preflight.ts";
+import { parsePrecision, type Precision } from "./amp.ts";
 
 export interface TrainSettings {
   seed: number;
@@ -39,7 +40,10 @@ export interface TrainSettings {
   quiet: boolean;
   /** +profile=true: GPU time per kernel kind of one step */
   profile: boolean;
-  precision: string;
+  /** what runs: trainer.precision parsed (train/amp.ts) */
+  precision: Precision;
+  /** the line to print when trainer.precision is not run as written (bf16), else null */
+  precisionNote: string | null;
 }
 
 type Obj = Record<string, unknown>;
@@ -120,6 +124,9 @@ export function readSettings(cfg: Config, cwd: string): TrainSettings {
     modelConfig: cfgMap(c, "model.config", {}) as Obj,
     quiet: Boolean(at(c, "quiet")),
     profile: Boolean(at(c, "profile")),
-    precision: String(at(c, "trainer.precision") ?? "32"),
+    ...(() => {
+      const p = parsePrecision(at(c, "trainer.precision"));
+      return { precision: p.precision, precisionNote: p.note };
+    })(),
   };
 }
