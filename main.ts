@@ -55,9 +55,13 @@ program.command("eval")
   .requiredOption("--checkpoint <dir>", "a checkpoint (step_*) or a checkpoint directory (newest)")
   .option("--split <names>", "splits to evaluate", "validation,test")
   .option("--limit <n>", "at most this many batches per split")
+  .option("--precision <p>", "32 or 16-mixed (default: the checkpoint's trainer.precision)")
   .argument("[overrides...]", "datamodule overrides, e.g. datamodule.batch_size_eval=8")
   .action(
-    async (overrides: string[], opts: { checkpoint: string; split: string; limit?: string }) => {
+    async (
+      overrides: string[],
+      opts: { checkpoint: string; split: string; limit?: string; precision?: string },
+    ) => {
       const { findCheckpoint, modelFromCheckpoint } = await import("./train/restore.ts");
       const { evaluate } = await import("./train/loop.ts");
       const { loadDataModule } = await import("./data/datamodule.ts");
@@ -66,13 +70,22 @@ program.command("eval")
       const ck = await findCheckpoint(opts.checkpoint);
       const { model, cfg } = modelFromCheckpoint(e, ck);
       const c = applyOverrides(cfg, overrides) as Record<string, Record<string, unknown>>;
+      // --precision, else what the run ran (its checkpoint's trainer.precision)
+      const { evalPrecision } = await import("./train/amp.ts");
+      const prec = evalPrecision(
+        e,
+        opts.precision ?? (c.trainer as Record<string, unknown> | undefined)?.precision,
+        console.log,
+      );
       const splits = opts.split.split(",").map((x) =>
         x.trim()
       ) as ("train" | "validation" | "test")[];
       const dm = await loadDataModule(c.datamodule, { cwd: Deno.cwd(), log: console.log, splits });
       const L = Number(c.datamodule.max_length);
       const bs = Number(c.datamodule.batch_size_eval ?? c.datamodule.batch_size);
-      console.log(`checkpoint ${ck.dir} (step ${ck.state.step}) on ${e.info.name}`);
+      console.log(
+        `checkpoint ${ck.dir} (step ${ck.state.step}) on ${e.info.name}, precision ${prec.precision}`,
+      );
       for (const split of opts.split.split(",")) {
         const ds = split === "test" ? dm.test : split === "train" ? dm.train : dm.validation;
         const r = await evaluate(e, model, ds, {

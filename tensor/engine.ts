@@ -9,7 +9,6 @@ import { type Gpu, type GpuInfo, requestGpu } from "./device.ts";
 import { BufferPool, type PoolStats } from "./pool.ts";
 import { BasedError, formatBytes } from "./errors.ts";
 import { type DType, DTYPE_BYTES, shapeSize, shapeStr, Storage, Tensor } from "./tensor.ts";
-import { decodeF16, encodeF16 } from "./f16.ts";
 
 export type Access = "read" | "rw";
 export type ParamType = "u32" | "i32" | "f32";
@@ -181,14 +180,16 @@ export class Engine {
   /** Writes host data into an existing tensor (flushes pending work first). */
   upload(t: Tensor, data: ArrayLike<number> | Float32Array | Int32Array | Uint32Array): void {
     t.assertAlive();
-    let arr: Float32Array | Int32Array | Uint32Array | Uint16Array;
-    if (t.dtype === "f16") {
+    let arr: Float32Array | Int32Array | Uint32Array | Float16Array;
+    if (t.dtype === "f32") arr = data instanceof Float32Array ? data : Float32Array.from(data);
+    else if (t.dtype === "i32") arr = data instanceof Int32Array ? data : Int32Array.from(data);
+    else if (t.dtype === "f16") {
+      // rounded to nearest even; writeBuffer needs a multiple of 4 bytes: an odd count writes
+      // one padding half (a tensor's storage is at least 4-byte rounded)
       if (data.length !== t.size) throw new Error(`upload(): ${data.length} values for ${t}`);
-      arr = encodeF16(data); // padded to whole 32-bit words
-    } else if (t.dtype === "f32") {
-      arr = data instanceof Float32Array ? data : Float32Array.from(data);
-    } else if (t.dtype === "i32") arr = data instanceof Int32Array ? data : Int32Array.from(data);
-    else arr = data instanceof Uint32Array ? data : Uint32Array.from(data);
+      arr = new Float16Array(t.size + (t.size & 1));
+      arr.set(data as ArrayLike<number>);
+    } else arr = data instanceof Uint32Array ? data : Uint32Array.from(data);
     if (t.dtype !== "f16" && arr.length !== t.size) {
       throw new Error(`upload(): ${arr.length} values for ${t}`);
     }
@@ -199,12 +200,12 @@ export class Engine {
     }
   }
 
-  /** Reads a tensor back to the host (waits for all recorded work). */
+  /** Reads a tensor back to the host (waits for all recorded work); f16 comes back as f32. */
   async read(t: Tensor): Promise<Float32Array | Int32Array | Uint32Array> {
     t.assertAlive();
     const bytes = t.byteLength;
     this.flush();
-    if (bytes === 0) return t.dtype.startsWith("f") ? new Float32Array(0) : new Int32Array(0);
+    if (bytes === 0) return t.dtype === "f32" ? new Float32Array(0) : new Int32Array(0);
     const staging = this.device.createBuffer({
       size: Math.ceil(bytes / 4) * 4,
       usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST,
@@ -224,7 +225,7 @@ export class Engine {
     staging.destroy();
     this.checkError();
     if (t.dtype === "f32") return new Float32Array(copy, 0, t.size);
-    if (t.dtype === "f16") return decodeF16(new Uint16Array(copy, 0, t.size)); // as f32 values
+    if (t.dtype === "f16") return Float32Array.from(new Float16Array(copy, 0, t.size));
     if (t.dtype === "i32") return new Int32Array(copy, 0, t.size);
     return new Uint32Array(copy, 0, t.size);
   }

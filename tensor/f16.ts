@@ -1,9 +1,9 @@
 /**
  * IEEE binary16 on the host: round-to-nearest-even encoding of float64/float32
  * values (overflow to ±Inf at 65520 and above, as IEEE rounding gives;
- * subnormals kept) and exact decoding. The GPU casts (kernels/f16/cast.ts)
- * implement the same rounding in integer arithmetic, so host and GPU agree
- * bit for bit on f32 inputs.
+ * subnormals kept) and exact decoding: the reference of the GPU casts
+ * (kernels/f16/cast.ts), which implement the same rounding in integer
+ * arithmetic, so host and GPU agree bit for bit on f32 inputs.
  */
 
 /** Largest finite f16. */
@@ -50,18 +50,4 @@ export function f16Value(h: number): number {
 /** `x` rounded to the nearest f16 (via f32), as a number. */
 export function roundF16(x: number): number {
   return f16Value(f16Bits(x));
-}
-
-/** Packs values as f16 (length rounded up to an even count: the GPU writes whole words). */
-export function encodeF16(data: ArrayLike<number>): Uint16Array {
-  const out = new Uint16Array(data.length + (data.length & 1));
-  for (let i = 0; i < data.length; i++) out[i] = f16Bits(data[i]);
-  return out;
-}
-
-/** Decodes `n` f16 values. */
-export function decodeF16(bits: Uint16Array, n = bits.length): Float32Array {
-  const out = new Float32Array(n);
-  for (let i = 0; i < n; i++) out[i] = f16Value(bits[i]);
-  return out;
 }

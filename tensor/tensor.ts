@@ -7,7 +7,7 @@
  */
 import type { Engine } from "./engine.ts";
 
-/** `f16`: IEEE binary16, 2 bytes per element, packed two to a 32-bit word (mixed precision). */
+/** f16: IEEE half, 2 bytes per element (needs the adapter's shader-f16; `Engine.hasF16`). */
 export type DType = "f32" | "i32" | "u32" | "f16";
 
 export const DTYPE_BYTES: Record<DType, number> = { f32: 4, i32: 4, u32: 4, f16: 2 };

@@ -123,3 +123,27 @@ export class MixedPrecision {
     this.scaler.destroy();
   }
 }
+
+/**
+ * Evaluation in a precision: `value` (eval --precision) or else the checkpoint config's
+ * trainer.precision. f16 activates an Autocast without a scaler; returns what runs and a stop.
+ */
+export function evalPrecision(
+  e: Engine,
+  value: unknown,
+  log: (s: string) => void,
+): { precision: Precision; stop: () => void } {
+  const p = parsePrecision(value);
+  if (p.note) log(p.note);
+  if (p.precision === "32-true") return { precision: p.precision, stop: () => {} };
+  requireF16(e);
+  const ac = new Autocast(e, null);
+  setAutocast(ac);
+  return {
+    precision: p.precision,
+    stop: () => {
+      setAutocast(null);
+      ac.destroy();
+    },
+  };
+}
