@@ -177,7 +177,7 @@ program.command("parity")
   .option("--filter <text>", "only cases whose name contains this")
   .action(async (dir: string, opts: { view: string; filter?: string }) => {
     const { runParity } = await import("./model/parity.ts");
-    const { resolveView } = await import("./kernels/linear_attention.ts");
+    const { resolveView } = await import("./kernels/linear_attention/mod.ts");
     const e = await initEngine();
     console.log(`parity: ${dir} on ${e.info.name}`);
     const views = [...new Set(opts.view.split(",").map((v) => resolveView(v.trim())))];

@@ -26,7 +26,7 @@ export {
   sub,
   swiglu,
 } from "./kernels/elementwise.ts";
-export { gemm, linear, matmul } from "./kernels/matmul.ts";
+export { gemm, linear, matmul } from "./kernels/matmul/mod.ts";
 export { mean, sum, sumAll, sumRowsInto } from "./kernels/reduce.ts";
 export { concat, narrow, permute, reshape, split, transpose } from "./kernels/layout.ts";
 export { softmax } from "./kernels/softmax.ts";
@@ -44,7 +44,7 @@ export {
   type LinearAttentionView,
   resolveView,
   taylorFeatureMap,
-} from "./kernels/linear_attention.ts";
+} from "./kernels/linear_attention/mod.ts";
 export { slidingWindowAttention } from "./kernels/sliding_window.ts";
 
 // model
@@ -58,7 +58,7 @@ export { runParity } from "./model/parity.ts";
 export * from "./optim/mod.ts";
 export { loadDataModule } from "./data/datamodule.ts";
 export { evalBatches, LMDataset, TrainSampler } from "./data/lm_dataset.ts";
-export { decode, encode, EOS } from "./data/tokenizer.ts";
+export { decode, encode, EOS } from "./data/tokenize/mod.ts";
 export { applyOverrides, composeConfig, type Config, toYaml } from "./config/mod.ts";
 export { evaluate, train, type TrainResult } from "./train/loop.ts";
 export { latestCheckpoint, loadCheckpoint, saveCheckpoint } from "./train/checkpoint.ts";

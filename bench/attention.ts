@@ -11,8 +11,12 @@ import { type Engine, initEngine } from "../tensor/engine.ts";
 import { formatBytes } from "../tensor/errors.ts";
 import { backward, noGrad } from "../tensor/tape.ts";
 import type { Tensor } from "../tensor/tensor.ts";
-import { CHUNK, linearAttention, type LinearAttentionView } from "../kernels/linear_attention.ts";
-import * as ref from "../kernels/linear_attention_ref.ts";
+import {
+  CHUNK,
+  linearAttention,
+  type LinearAttentionView,
+} from "../kernels/linear_attention/mod.ts";
+import * as ref from "../kernels/linear_attention/reference.ts";
 import { slidingWindowAttention } from "../kernels/sliding_window.ts";
 import { median } from "./report.ts";
 import { randomTensor } from "./random.ts";

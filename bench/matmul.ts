@@ -14,7 +14,7 @@ import {
   type GemmShape,
   type MatmulConfig,
   selectMatmulConfig,
-} from "../kernels/matmul.ts";
+} from "../kernels/matmul/mod.ts";
 import { median } from "./report.ts";
 import { randomTensor, valueJs } from "./random.ts";
 

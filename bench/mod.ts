@@ -13,10 +13,10 @@ import { benchAttention, benchSlidingWindow } from "./attention.ts";
 import { benchOptim } from "./optim.ts";
 import { benchBandwidth } from "./bandwidth.ts";
 import { benchStep } from "./step.ts";
-import { configName, matmulConfigs, matmulKey, setMatmulConfig } from "../kernels/matmul.ts";
-import { loadTuningCache, saveTuningCache } from "../kernels/matmul_tune.ts";
+import { configName, matmulConfigs, matmulKey, setMatmulConfig } from "../kernels/matmul/mod.ts";
+import { loadTuningCache, saveTuningCache } from "../kernels/matmul/mod.ts";
 import { lineChart } from "../train/svg.ts";
-import type { LinearAttentionView } from "../kernels/linear_attention.ts";
+import type { LinearAttentionView } from "../kernels/linear_attention/mod.ts";
 
 export interface BenchOptions {
   only?: string;

@@ -25,7 +25,7 @@
  */
 import { BasedError } from "../tensor/errors.ts";
 import { decodeNpyU16, npyBodyU16, NpyFormatError, npyHeaderU16 } from "./npy.ts";
-import { TOKENIZER_ID, TOKENIZER_NAME } from "./tokenizer.ts";
+import { TOKENIZER_ID, TOKENIZER_NAME } from "./tokenize/mod.ts";
 
 export const CACHE_FORMAT = "based-token-cache/1";
 

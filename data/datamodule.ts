@@ -19,8 +19,8 @@ import { BasedError } from "../tensor/errors.ts";
 import { cacheDirName, loadOrBuildSplit, type SourceInput } from "./cache.ts";
 import { KJV_RECIPE, kjvBytes, kjvSplitRows } from "./kjv.ts";
 import { LMDataset } from "./lm_dataset.ts";
-import { tokenizeRows } from "./tokenize.ts";
-import { TOKENIZER_NAME } from "./tokenizer.ts";
+import { tokenizeRows } from "./tokenize/mod.ts";
+import { TOKENIZER_NAME } from "./tokenize/mod.ts";
 import {
   findSplitFiles,
   missingSplitError,

@@ -7,9 +7,9 @@ export {
   TOKENIZER_ID,
   TOKENIZER_NAME,
   VOCAB_SIZE,
-} from "./tokenizer.ts";
+} from "./tokenize/mod.ts";
 export { isBlank, textToRows } from "./rows.ts";
-export { type TokenizeOptions, tokenizeRows, tokenizeTextBytes } from "./tokenize.ts";
+export { type TokenizeOptions, tokenizeRows, tokenizeTextBytes } from "./tokenize/mod.ts";
 export { decodeNpyU16, encodeNpyU16, NpyFormatError } from "./npy.ts";
 export { CACHE_FORMAT, cacheDirName, type CacheMeta, loadOrBuildSplit } from "./cache.ts";
 export {

@@ -16,7 +16,7 @@ import { type Compressors, parquetReadObjects } from "hyparquet";
 import * as zlib from "node:zlib";
 import { BasedError } from "../tensor/errors.ts";
 import { isBlank, textToRows } from "./rows.ts";
-import { type TokenizeOptions, tokenizeRows, tokenizeTextBytes } from "./tokenize.ts";
+import { type TokenizeOptions, tokenizeRows, tokenizeTextBytes } from "./tokenize/mod.ts";
 
 export type Split = "train" | "validation" | "test";
 export const SPLITS: readonly Split[] = ["train", "validation", "test"];

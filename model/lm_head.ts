@@ -9,7 +9,7 @@
  */
 import { ACCUMULATED, isGradEnabled, leafGrad, noGrad, record } from "../tensor/tape.ts";
 import type { Tensor } from "../tensor/tensor.ts";
-import { gemm } from "../kernels/matmul.ts";
+import { gemm } from "../kernels/matmul/mod.ts";
 import { crossEntropyRows } from "../kernels/cross_entropy.ts";
 import { sumAll } from "../kernels/reduce.ts";
 import { scale } from "../kernels/elementwise.ts";

@@ -9,7 +9,7 @@ import { linear } from "../kernels/f16/linear.ts"; // f16 mixed precision when a
 import { reshape, split } from "../kernels/layout.ts";
 import { swiglu } from "../kernels/elementwise.ts";
 import { causalConv1d } from "../kernels/conv1d.ts";
-import { linearAttention, resolveView } from "../kernels/linear_attention.ts";
+import { linearAttention, resolveView } from "../kernels/linear_attention/mod.ts";
 import { slidingWindowAttention } from "../kernels/sliding_window.ts";
 import { rotaryQK } from "../kernels/rotary.ts";
 

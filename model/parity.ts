@@ -23,11 +23,11 @@ import {
   linearAttentionForward,
   type LinearAttentionView,
   taylorFeatureMap,
-} from "../kernels/linear_attention.ts";
+} from "../kernels/linear_attention/mod.ts";
 import { slidingWindowAttention } from "../kernels/sliding_window.ts";
 import { rotaryQK } from "../kernels/rotary.ts";
 import { causalConv1d } from "../kernels/conv1d.ts";
-import { linear } from "../kernels/matmul.ts";
+import { linear } from "../kernels/matmul/mod.ts";
 import { split } from "../kernels/layout.ts";
 import { AdamW } from "../optim/adamw.ts";
 import { GradClip } from "../optim/clip.ts";

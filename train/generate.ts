@@ -10,7 +10,7 @@ import { narrow } from "../kernels/layout.ts";
 import { type BasedLM, EMBEDDING } from "../model/based.ts";
 import { lmHeadLogits } from "../model/lm_head.ts";
 import { Random } from "../tensor/random.ts";
-import { decode, encode, EOS, TokenStreamDecoder } from "../data/tokenizer.ts";
+import { decode, encode, EOS, TokenStreamDecoder } from "../data/tokenize/mod.ts";
 
 export interface GenerateOptions {
   prompt: string;

@@ -24,7 +24,7 @@ import { type LMDataset, TrainSampler } from "../data/lm_dataset.ts";
 import { ensureWritableDir, latestCheckpoint, saveCheckpoint } from "./checkpoint.ts";
 import { MetricsLog, writePlots } from "./metrics.ts";
 import { formatProfile, Progress, stepLine } from "./progress.ts";
-import { loadTuningCache } from "../kernels/matmul_tune.ts";
+import { loadTuningCache } from "../kernels/matmul/mod.ts";
 import { readSettings, type TrainSettings } from "./settings.ts";
 import { DataParallel } from "../parallel/data_parallel.ts";
 import { bindingLimitError, checkTokenIds, isBindingLimitError } from "./preflight.ts";

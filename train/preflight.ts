@@ -80,7 +80,7 @@ export function checkTokenIds(dm: DataModule, vocabSize: number, splits: string[
 
 /**
  * Pool buffers whose size the code caps by the max binding (model/lm_head.ts
- * `headChunkRows`, kernels/matmul.ts split-K): linear at small batches, so the
+ * `headChunkRows`, kernels/matmul/ split-K): linear at small batches, so the
  * probes must not extrapolate them. Matched on the labels those modules give.
  */
 const ADAPTIVE = /^(logits chunk|split-K partials) /;

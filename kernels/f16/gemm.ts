@@ -1,7 +1,7 @@
 /**
  * The one entry point for GEMMs with f16 inputs and f32 accumulation and
  * output (mixed precision): out = alpha·op(A)·op(B) + beta·out + bias, with
- * exactly the options and semantics of `gemm` (kernels/matmul.ts), A and B
+ * exactly the options and semantics of `gemm` (kernels/matmul/), A and B
  * f16, out and bias f32.
  *
  * For now it widens the f16 operands (the element ranges the problem reads)
@@ -10,7 +10,7 @@
  * kernel can replace the body without changing a caller or a test.
  */
 import type { Tensor } from "../../tensor/tensor.ts";
-import { gemm, type GemmOptions } from "../matmul.ts";
+import { gemm, type GemmOptions } from "../matmul/mod.ts";
 import { castToF32 } from "./cast.ts";
 
 /** out (f32) = alpha·op(a)·op(b) + beta·out + bias; a, b f16. Raw (not recorded). */

@@ -8,7 +8,7 @@
  */
 import { ACCUMULATED, type GradOut, record } from "../../tensor/tape.ts";
 import { shapeStr, type Tensor } from "../../tensor/tensor.ts";
-import { linear as linearF32 } from "../matmul.ts";
+import { linear as linearF32 } from "../matmul/mod.ts";
 import { sumRowsInto } from "../reduce.ts";
 import { type Autocast, autocast } from "./autocast.ts";
 import { gemmF16 } from "./gemm.ts";

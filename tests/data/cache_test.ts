@@ -15,7 +15,7 @@ import {
   type SplitCacheOptions,
 } from "../../data/cache.ts";
 import { decodeNpyU16, encodeNpyU16, NpyFormatError } from "../../data/npy.ts";
-import { tokenizeTextBytes } from "../../data/tokenize.ts";
+import { tokenizeTextBytes } from "../../data/tokenize/mod.ts";
 import { BasedError } from "../../tensor/errors.ts";
 
 Deno.test("cache: .npy bytes equal NumPy's np.save of a <u2 1-D array", () => {

@@ -3,7 +3,7 @@ import { deepStrictEqual as assertEquals, ok as assert } from "node:assert/stric
 import { SHARED } from "../helpers.ts";
 import { loadDataModule } from "../../data/datamodule.ts";
 import { KJV_LINES, KJV_SHA256, kjvBytes, kjvSplitRows, kjvText } from "../../data/kjv.ts";
-import { encode } from "../../data/tokenizer.ts";
+import { encode } from "../../data/tokenize/mod.ts";
 import { BasedError } from "../../tensor/errors.ts";
 
 const WT = `${SHARED.replace(/\/$/, "")}/data/wikitext`;

@@ -12,7 +12,7 @@ import {
   TOKENIZER_ID,
   TokenStreamDecoder,
   VOCAB_SIZE,
-} from "../../data/tokenizer.ts";
+} from "../../data/tokenize/mod.ts";
 
 Deno.test("tokenizer: constants", () => {
   assertEquals(EOS, 50256);

@@ -11,8 +11,8 @@ import {
 } from "node:assert/strict";
 import { SHARED } from "../helpers.ts";
 import { isBlank, textToRows } from "../../data/rows.ts";
-import { encode, EOS } from "../../data/tokenizer.ts";
-import { tokenizeRows, tokenizeTextBytes } from "../../data/tokenize.ts";
+import { encode, EOS } from "../../data/tokenize/mod.ts";
+import { tokenizeRows, tokenizeTextBytes } from "../../data/tokenize/mod.ts";
 import {
   findSplitFiles,
   missingSplitError,

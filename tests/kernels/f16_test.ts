@@ -16,7 +16,7 @@ import { castToF16, castToF32, SCALER } from "../../kernels/f16/cast.ts";
 import { gemmF16 } from "../../kernels/f16/gemm.ts";
 import { linearF16 } from "../../kernels/f16/linear.ts";
 import { Autocast } from "../../kernels/f16/autocast.ts";
-import * as ref from "../../kernels/matmul_ref.ts";
+import * as ref from "../../kernels/matmul/reference.ts";
 import { f16Bits, f16Value, roundF16 } from "../../tensor/f16.ts";
 import { backward } from "../../tensor/tape.ts";
 import { tidy } from "../../tensor/tensor.ts";

@@ -7,8 +7,9 @@ import {
   type LinearAttentionView,
   resolveView,
   taylorFeatureMap,
-} from "../../kernels/linear_attention.ts";
-import * as ref from "../../kernels/linear_attention_ref.ts";
+} from "../../kernels/linear_attention/mod.ts";
+import * as ref from "../../kernels/linear_attention/reference.ts";
+import * as refViews from "../../kernels/linear_attention/reference_views.ts";
 import type { Engine } from "../../tensor/engine.ts";
 import { BasedError } from "../../tensor/errors.ts";
 import { readSafetensors, type SafeFile, tensorData } from "../../tensor/safetensors.ts";
@@ -91,13 +92,13 @@ Deno.test("linear attention ref: every view's backward matches finite difference
   const { q, k, v, dy, s } = c;
   const views = [
     ["reference", ref.reference, ref.referenceBackward],
-    ["quadratic §3.1", ref.quadraticForward, ref.quadraticBackward],
-    ["cumsum §3.2", ref.cumsumForward, ref.cumsumBackward],
+    ["quadratic §3.1", refViews.quadraticForward, refViews.quadraticBackward],
+    ["cumsum §3.2", refViews.cumsumForward, refViews.cumsumBackward],
     [
       "chunked §3.3(b)",
-      (a: F64, b: F64, x: F64, sh: ref.LaShape) => ref.chunkedForward(a, b, x, sh, 1e-12, 4),
+      (a: F64, b: F64, x: F64, sh: ref.LaShape) => refViews.chunkedForward(a, b, x, sh, 1e-12, 4),
       (a: F64, b: F64, x: F64, g: F64, sh: ref.LaShape) =>
-        ref.chunkedBackward(a, b, x, g, sh, 1e-12, 4),
+        refViews.chunkedBackward(a, b, x, g, sh, 1e-12, 4),
     ],
   ] as const;
   const base = ref.referenceBackward(q, k, v, dy, s);

@@ -15,8 +15,8 @@ import {
   matmulKey,
   selectMatmulConfig,
   setMatmulConfig,
-} from "../../kernels/matmul.ts";
-import * as ref from "../../kernels/matmul_ref.ts";
+} from "../../kernels/matmul/mod.ts";
+import * as ref from "../../kernels/matmul/reference.ts";
 import { clone, fill } from "../../kernels/elementwise.ts";
 import { backward } from "../../tensor/tape.ts";
 import type { Engine } from "../../tensor/engine.ts";

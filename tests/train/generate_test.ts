@@ -10,7 +10,7 @@ import { modelConfigFromCfg } from "../../model/config.ts";
 import { generate, sample } from "../../train/generate.ts";
 import { findCheckpoint, modelFromCheckpoint } from "../../train/restore.ts";
 import { saveCheckpoint } from "../../train/checkpoint.ts";
-import { encode } from "../../data/tokenizer.ts";
+import { encode } from "../../data/tokenize/mod.ts";
 import { noGrad } from "../../tensor/tape.ts";
 import { tidy } from "../../tensor/tensor.ts";
 import { Random } from "../../tensor/random.ts";

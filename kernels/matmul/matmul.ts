@@ -5,7 +5,7 @@
  * backward adds the weight and bias gradients straight into the parameters'
  * gradient buffers when it may).
  *
- * The WGSL comes from matmul_codegen.ts. Which tile config runs is decided per
+ * The WGSL comes from codegen.ts. Which tile config runs is decided per
  * call: an entry set with `setMatmulConfig(matmulKey(...), cfg)` (an
  * autotuner fills these and persists them per adapter), else a heuristic on
  * the shape and the adapter (a cheap config on CPU adapters, whose shader
@@ -13,11 +13,11 @@
  * split-K: slices write their own [M, N] slab, a second pass sums them in a
  * fixed order (no atomics, deterministic).
  */
-import { defineKernel, type Engine, type Kernel } from "../tensor/engine.ts";
-import { shapeStr, type Tensor } from "../tensor/tensor.ts";
-import { ACCUMULATED, type GradOut, record } from "../tensor/tape.ts";
-import { sumRowsInto } from "./reduce.ts";
-import { grid1d, MAX_GRID } from "./wgsl.ts";
+import { defineKernel, type Engine, type Kernel } from "../../tensor/engine.ts";
+import { shapeStr, type Tensor } from "../../tensor/tensor.ts";
+import { ACCUMULATED, type GradOut, record } from "../../tensor/tape.ts";
+import { sumRowsInto } from "../reduce.ts";
+import { grid1d, MAX_GRID } from "../wgsl.ts";
 import {
   configName,
   configSharedBytes,
@@ -28,10 +28,10 @@ import {
   type MatmulVariant,
   validateConfig,
   variantName,
-} from "./matmul_codegen.ts";
+} from "./codegen.ts";
 
-export type { MatmulConfig, MatmulVariant } from "./matmul_codegen.ts";
-export { configName } from "./matmul_codegen.ts";
+export type { MatmulConfig, MatmulVariant } from "./codegen.ts";
+export { configName } from "./codegen.ts";
 
 export interface GemmOptions {
   transA?: boolean;

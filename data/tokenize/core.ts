@@ -4,7 +4,7 @@
  * when `addEos`.
  */
 import { encodeRow, VOCAB_SIZE } from "./tokenizer.ts";
-import { textToRows } from "./rows.ts";
+import { textToRows } from "../rows.ts";
 
 /** A growable uint16 array. */
 export class U16Builder {

@@ -5,7 +5,7 @@
  * `based bench --tune`.
  */
 import { join } from "node:path";
-import type { Engine } from "../tensor/engine.ts";
+import type { Engine } from "../../tensor/engine.ts";
 import { loadMatmulTuning, type MatmulConfig, matmulTuning } from "./matmul.ts";
 import h200 from "./tuning/nvidia-h200.json" with { type: "json" };
 

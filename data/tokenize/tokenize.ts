@@ -6,9 +6,9 @@
  * multi-byte UTF-8 sequence, and cutting after "\n" never separates "\r\n"), so
  * chunking does not change the rows. Inputs under `workerMinBytes`, or when
  * workers cannot start (e.g. a `deno compile` binary built without
- * `--include data/tokenize_worker.ts`), are tokenised on the calling thread.
+ * `--include data/tokenize/worker.ts`), are tokenised on the calling thread.
  */
-import { tokenizeRowList, tokenizeTextChunk } from "./tokenize_core.ts";
+import { tokenizeRowList, tokenizeTextChunk } from "./core.ts";
 
 export interface TokenizeOptions {
   addEos?: boolean;
@@ -80,7 +80,7 @@ function defaultWorkers(): number {
   return Math.max(1, Math.min(16, hc));
 }
 
-const WORKER_URL = new URL("./tokenize_worker.ts", import.meta.url);
+const WORKER_URL = new URL("./worker.ts", import.meta.url);
 
 /** False when the worker module is a local file that is not there (e.g. inside a bundle). */
 function workerModulePresent(): boolean {

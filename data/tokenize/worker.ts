@@ -1,10 +1,10 @@
 /**
  * Tokeniser worker: receives { id, bytes } (a UTF-8 chunk cut after a "\n") or
  * { id, rows }, answers { id, tokens } (transferred) or { id, error }.
- * For `deno compile`, pass `--include data/tokenize_worker.ts`; without it the
+ * For `deno compile`, pass `--include data/tokenize/worker.ts`; without it the
  * pool falls back to the main thread.
  */
-import { tokenizeRowList, tokenizeTextChunk } from "./tokenize_core.ts";
+import { tokenizeRowList, tokenizeTextChunk } from "./core.ts";
 
 interface Job {
   id: number;
