@@ -19,15 +19,18 @@ import { lineChart } from "../train/svg.ts";
 import type { LinearAttentionView } from "../kernels/linear_attention/mod.ts";
 
 export interface BenchOptions {
-  only?: string;
+  /** a subset of copy, matmul, attention, bandwidth, optim, step */
+  only?: string[];
   quick?: boolean;
   out?: string;
   tune?: boolean;
-  batch?: string;
-  lengths?: string;
+  batch?: number;
+  lengths?: number[];
   profile?: boolean;
   /** only matmul shapes whose name contains this (tuning and the matmul benchmark) */
   filter?: string;
+  /** trainer.precision of the step benchmark (32 default, 16-mixed: f16 mixed precision) */
+  precision?: string;
 }
 
 /** PyTorch fp32 (no TF32) linear-attention fwd+bwd at B8 H16 (issue 5), ms. */
@@ -69,7 +72,7 @@ async function tune(
 export async function runBench(opts: BenchOptions): Promise<void> {
   const e = await initEngine();
   const log = (s: string) => console.log(s);
-  const only = opts.only ? new Set(opts.only.split(",")) : null;
+  const only = opts.only ? new Set(opts.only) : null;
   const want = (n: string) => !only || only.has(n);
   const quick = opts.quick ?? e.info.isFallback;
   const rows: BenchRow[] = [];
@@ -124,11 +127,7 @@ export async function runBench(opts: BenchOptions): Promise<void> {
     flush();
   }
   if (want("attention")) {
-    const lengths = opts.lengths
-      ? opts.lengths.split(",").map(Number)
-      : quick
-      ? [64, 128]
-      : [512, 1024, 2048, 4096, 8192];
+    const lengths = opts.lengths ? opts.lengths : quick ? [64, 128] : [512, 1024, 2048, 4096, 8192];
     const B = quick ? 1 : 8, H = quick ? 2 : 16;
     const r = await benchAttention(e, { lengths, B, H });
     results.attention = { B, H, rows: r };
@@ -256,7 +255,7 @@ export async function runBench(opts: BenchOptions): Promise<void> {
     flush();
   }
   if (want("step")) {
-    const batch = opts.batch ? Number(opts.batch) : quick ? 1 : 8;
+    const batch = opts.batch ?? (quick ? 1 : 8);
     const experiment = quick ? "example/based-tiny" : "example/based-360m";
     for (const view of quick ? ["chunked"] : ["chunked", "quadratic", "cumsum"]) {
       try {
@@ -267,12 +266,13 @@ export async function runBench(opts: BenchOptions): Promise<void> {
           seqLen: quick ? 128 : undefined,
           steps: quick ? 2 : 5,
           profile: opts.profile && view === "chunked",
+          precision: opts.precision,
           log,
         });
         (results.step ??= []) as unknown[];
         (results.step as unknown[]).push(r);
         rows.push({
-          name: `${experiment} step B${r.batch}x${r.seqLen} ${view}`,
+          name: `${experiment} step B${r.batch}x${r.seqLen} ${view} ${r.precision}`,
           value: r.tokensPerSec,
           unit: "tok/s",
           limit: H200.torchStepFp32TokS,

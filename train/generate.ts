@@ -17,6 +17,8 @@ export interface GenerateOptions {
   maxNewTokens: number;
   temperature: number;
   topK: number;
+  /** nucleus sampling: the smallest set of most likely tokens of mass ≥ topP (1 = all) */
+  topP?: number;
   seed: number;
   /** context window (tokens kept from the end) */
   context: number;

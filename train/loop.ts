@@ -228,6 +228,29 @@ async function trainWith(
       `lower train.optimizer.lr; ${keep}`,
     );
   };
+  // The loss checked above is that of the weights before this step's update; the checkpoint
+  // holds the weights after it. Before writing them, their loss on the next training batch (the
+  // one a resume would train on first; the data position is left as it was) must be finite.
+  const checkSavedWeights = async (): Promise<void> => {
+    const at = sampler.state();
+    const b = uploadBatch(e, dm.train, sampler.next(), L);
+    sampler.restore(at);
+    const t = noGrad(() => tidy(() => model.loss(b)));
+    let loss = (await e.readF32(t))[0];
+    t.dispose();
+    b.ids.dispose();
+    b.labels.dispose();
+    if (dp) loss = (await dp.allreduceMean([loss]))[0];
+    if (Number.isFinite(loss)) return;
+    const keep = lastCheckpoint
+      ? `the last good checkpoint ${lastCheckpoint} is kept`
+      : "no checkpoint was written";
+    throw new BasedError(
+      `the loss became ${loss} at step ${step + 1} (the weights after step ${step}'s update, ` +
+        `checked before writing their checkpoint, which was not written)`,
+      `lower train.optimizer.lr; ${keep}`,
+    );
+  };
   try {
     while (step < S.maxSteps && step < stopAt) {
       const lr = lrAt(step, sched); // optimizer step s = step + 1 uses f(s − 1)
@@ -330,6 +353,7 @@ async function trainWith(
       if (ckptNow && finiteUpTo < step) {
         await checkFinite((await e.readF32(lossSum))[0] / S.accumulate); // every rank (ddp)
       }
+      if (ckptNow) await checkSavedWeights(); // every rank (ddp)
       if (root && ckptNow) {
         const scaler = amp ? await amp.read() : undefined;
         const dir = await writeCheckpoint(model, adam, sampler, S, step, tokensSeen, cfg, scaler);

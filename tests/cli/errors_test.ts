@@ -310,12 +310,12 @@ for (
     [
       "logged every step",
       ["trainer.log_every_n_steps=1"],
-      /^the loss became (NaN|-?Infinity) at step (\d+) \(non-finite gradients: the update was skipped\)/,
+      /^the loss became (NaN|-?Infinity) at step (\d+) \((?:non-finite gradients: the update was skipped|the weights after step \d+'s update, checked before writing their checkpoint, which was not written)\)/,
     ],
     [
       "found at a checkpoint between logging steps",
       ["trainer.log_every_n_steps=5"],
-      /^the loss or the gradients became non-finite between step \d+ and step (\d+) /,
+      /^the loss (?:or the gradients became non-finite between step \d+ and step|became (?:NaN|-?Infinity) at step) (\d+) /,
     ],
   ] as const
 ) {
@@ -325,7 +325,7 @@ for (
       await train([
         "train.optimizer.lr=1e30",
         "trainer.max_steps=8",
-        "callbacks.model_checkpoint.every_n_train_steps=2",
+        "callbacks.model_checkpoint.every_n_train_steps=1",
         ...extra,
         ...outputs(dir),
       ]),
@@ -338,6 +338,11 @@ for (
     assert(ck.state.step < bad, `checkpoint step ${ck.state.step} < ${bad}`);
     const names = [...Deno.readDirSync(join(dir, "ck"))].map((e) => e.name).sort();
     assertEquals(names.at(-1), kept.split("/").at(-1), "no checkpoint after the bad step");
+    // the kept checkpoint's weights give a finite loss
+    const ev = await based(["eval", "--checkpoint", kept, "--split", "validation", "--limit", "1"]);
+    assertEquals(ev.code, 0, ev.stderr);
+    const loss = Number(/validation: loss (\S+)/.exec(ev.stdout)?.[1]);
+    assert(Number.isFinite(loss), `the kept checkpoint evaluates to ${loss}:\n${ev.stdout}`);
   });
 }
 

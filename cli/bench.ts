@@ -1,0 +1,31 @@
+/** `based bench`: benchmarks with the limit each is compared with. */
+import type { Command } from "commander";
+import { choices, int, intList, oneOf, PRECISIONS, subcommand } from "./options.ts";
+
+const BENCHES = ["copy", "matmul", "attention", "bandwidth", "optim", "step"] as const;
+
+export function benchCommand(program: Command): void {
+  subcommand(program, "bench")
+    .description("benchmarks: measured figure, the limit it is compared with, and the ratio")
+    .option(`--only <names>`, `comma-separated subset: ${BENCHES.join(",")}`, choices(BENCHES))
+    .option("--quick", "small sizes (CPU adapters)")
+    .option("--out <dir>", "write bench.json (and plots) into this directory")
+    .option("--tune", "autotune matmul tile configs for this adapter first (cached per adapter)")
+    .option("--batch <n>", "batch size of the training-step benchmark (an integer ≥ 1)", int(1))
+    .option(
+      "--lengths <list>",
+      "sequence lengths of the attention benchmark (integers ≥ 1)",
+      intList(1),
+    )
+    .option("--profile", "print the time per kernel kind of one training step")
+    .option("--filter <text>", "only matmul shapes whose name contains this (with --tune too)")
+    .option(
+      "--precision <p>",
+      `precision of the step benchmark: ${PRECISIONS.join(", ")} (default 32)`,
+      oneOf(PRECISIONS),
+    )
+    .action(async (opts: import("../bench/mod.ts").BenchOptions) => {
+      const { runBench } = await import("../bench/mod.ts");
+      await runBench(opts);
+    });
+}
