@@ -31,6 +31,10 @@ import { linear } from "../kernels/matmul/mod.ts";
 import { split } from "../kernels/layout.ts";
 import { AdamW } from "../optim/adamw.ts";
 import { GradClip } from "../optim/clip.ts";
+import { adamDriftBound, f16Tolerance, ParityF16 } from "./parity_f16.ts";
+
+/** Set while a `--precision 16-mixed` run is in progress (parity_f16.ts). */
+let f16: ParityF16 | null = null;
 
 export const VIEWS: LinearAttentionView[] = ["quadratic", "chunked", "cumsum"];
 
@@ -218,12 +222,20 @@ export function swap12(x: ArrayLike<number>, shape: number[]): Float32Array {
 
 class CaseRun {
   comps: Comparison[] = [];
+  /** f16 runs: the f16 roundings along the longest path of this case (0: runs in fp32) */
+  f16Roundings = 0;
   constructor(readonly fx: Fixtures, readonly covered: Set<string>) {}
-  check(name: string, got: ArrayLike<number>, ref?: ArrayLike<number>): void {
-    const tol = this.fx.tol(name);
+  /** `f16Atol`: an absolute term added to the f16 tolerance (AdamW values: adamDriftBound) */
+  check(name: string, got: ArrayLike<number>, ref?: ArrayLike<number>, f16Atol = 0): void {
+    let tol = this.fx.tol(name);
     if (!tol || !this.fx.has(name)) return;
     this.covered.add(name);
-    this.comps.push(compareTensor(name, got, ref ?? this.fx.data(name), tol));
+    const want = ref ?? this.fx.data(name);
+    if (f16 && this.f16Roundings) {
+      tol = f16Tolerance(tol, want, this.f16Roundings);
+      tol.atol += f16Atol;
+    }
+    this.comps.push(compareTensor(name, got, want, tol));
   }
   result(name: string): CaseResult {
     if (this.comps.length === 0) {
@@ -395,6 +407,8 @@ async function moduleCase(
   covered: Set<string>,
 ): Promise<CaseResult> {
   const run = new CaseRun(fx, covered);
+  // f16: the module's linear layers, forward (x, W) and backward (dy): 3 per layer, 2 layers deep
+  run.f16Roundings = 6;
   const params = new Map<string, Tensor>();
   for (const n of weights) {
     if (fx.has(`${prefix}.${n}`)) {
@@ -500,6 +514,8 @@ async function modelCase(
 ): Promise<CaseResult> {
   const run = new CaseRun(fx, covered);
   const { model } = buildModel(e, fx, view);
+  // f16: per block two linear layers deep in the mixer and two in the MLP, forward and backward
+  run.f16Roundings = 6 * model.config.nLayer + 3;
   const batch = modelBatch(e, fx);
   const T = batch.B * batch.L;
   // logits and activations (no gradient)
@@ -516,7 +532,8 @@ async function modelCase(
   backward(loss);
   run.check("loss", await e.readF32(loss));
   const grads = await model.store.read("grads");
-  for (const [n, g] of grads) run.check(`grad.${n}`, g);
+  const inv = f16 ? 1 / await f16.scale() : 1; // f16: gradients carry the loss scale (a power of 2)
+  for (const [n, g] of grads) run.check(`grad.${n}`, inv === 1 ? g : g.map((v) => v * inv));
   disposeAll([logits, loss, batch.ids, batch.labels]);
   model.store.destroy();
   return run.result(`model [${view}] logits, loss, activations, gradients`);
@@ -531,6 +548,7 @@ async function adamwCase(
   const run = new CaseRun(fx, covered);
   const pre = clip ? "clip." : "";
   const { model, wd } = buildModel(e, fx);
+  run.f16Roundings = 6 * model.config.nLayer + 3;
   const opt = (fx.manifest.info.model?.optimizer ?? {}) as {
     lr?: number;
     betas?: [number, number];
@@ -543,7 +561,7 @@ async function adamwCase(
     betas: opt.betas ?? [0.9, 0.95],
     eps: opt.eps ?? 1e-8,
   });
-  const clipper = clip ? new GradClip(model.store, 1.0) : new GradClip(model.store, Infinity);
+  const clipper = new GradClip(model.store, clip ? 1.0 : Infinity, f16?.scaler ?? null);
   const batch = modelBatch(e, fx);
   const T = batch.B * batch.L;
   const losses: number[] = [], norms: number[] = [];
@@ -562,9 +580,11 @@ async function adamwCase(
     clipper.compute();
     norms.push(await clipper.readNorm());
     adam.step(opt.lr ?? 1e-3, { clip: clipper });
+    f16?.autocast.newWeights();
     if (step === 1 || step === 3) {
       const vals = await model.store.read("values");
-      for (const [n, v] of vals) run.check(`${pre}step${step}.${n}`, v);
+      const drift = adamDriftBound(opt.lr ?? 1e-3, opt.betas ?? [0.9, 0.95], step);
+      for (const [n, v] of vals) run.check(`${pre}step${step}.${n}`, v, undefined, drift);
     }
   }
   run.check(`${pre}losses`, losses);
@@ -582,6 +602,8 @@ export interface ParityOptions {
   log?: (line: string) => void;
   /** only cases whose name contains this string */
   filter?: string;
+  /** 16-mixed: the model's cases in f16 mixed precision with f16 tolerances (parity_f16.ts) */
+  precision?: "32-true" | "16-mixed";
 }
 
 export function formatCase(r: CaseResult): string {
@@ -600,6 +622,24 @@ export async function runParity(
   opts: ParityOptions = {},
 ): Promise<CaseResult[]> {
   const fx = await Fixtures.open(dir);
+  if (opts.precision === "16-mixed") {
+    if (!e.hasF16) {
+      throw new BasedError(
+        `this adapter (${e.info.name}) has no shader-f16, which --precision 16-mixed needs`,
+        "run parity in fp32 (without --precision)",
+      );
+    }
+    f16 = new ParityF16(e);
+  }
+  try {
+    return await runCases(e, fx, opts);
+  } finally {
+    f16?.stop();
+    f16 = null;
+  }
+}
+
+async function runCases(e: Engine, fx: Fixtures, opts: ParityOptions): Promise<CaseResult[]> {
   const log = opts.log ?? ((s: string) => console.log(s));
   const views = opts.views ?? VIEWS;
   const covered = new Set<string>();
