@@ -269,3 +269,54 @@ gpuTest("f16 linear: forward and gradients vs float64 (awkward sizes)", async (e
   await linearCase(e, 70, 64, 33, true);
   await linearCase(e, 1, 5, 3, true);
 });
+
+/**
+ * SwiGLU with f16-saved inputs: the output is the fp32 kernel's (bit for bit); the gradients are
+ * computed from u, g rounded to f16. With |Δg| ≤ u16|g|, |Δu| ≤ u16|u| and |silu'| ≤ 1.1,
+ * |silu''| ≤ 0.5: |Δdu| ≤ |dy|·1.1·u16|g| and |Δdg| ≤ |dy|·u16·(|u||silu'(g)| + 1.1·0.5|u||g|
+ * + 1.1|u|), plus f32 evaluation error (exp to ~2 ulp; 16·u32 of the terms' size).
+ */
+gpuTest(
+  "f16 swiglu: output as fp32, gradients vs float64 within the f16-input bound",
+  async (e) => {
+    const { swigluF16 } = await import("../../kernels/f16/swiglu.ts");
+    const ew = await import("../../kernels/elementwise.ts");
+    const rng = new Rng(21);
+    const n = 2 * 1037 + 1; // odd: the last f16 word is half used
+    const u = rng.randn(n, 2), g = rng.randn(n, 3), dy = rng.randn(n);
+    const ac = new Autocast(e, null);
+    const ut = e.tensor(Float32Array.from(u), [n]), gt = e.tensor(Float32Array.from(g), [n]);
+    ut.requiresGrad = gt.requiresGrad = true;
+    const dyt = e.tensor(Float32Array.from(dy), [n]);
+    const y = tidy(() => {
+      const y = swigluF16(ac, ut, gt);
+      backward(y, dyt);
+      return y;
+    });
+    const y32 = ew.swiglu(e.tensor(Float32Array.from(u), [n]), e.tensor(Float32Array.from(g), [n]));
+    assertEquals(Array.from(await e.readF32(y)), Array.from(await e.readF32(y32)));
+    const sig = (x: number) => 1 / (1 + Math.exp(-x));
+    const silu = (x: number) => x * sig(x);
+    const siluGrad = (x: number) => sig(x) * (1 + x * (1 - sig(x)));
+    const du = await readF64(ut.grad!), dg = await readF64(gt.grad!);
+    for (let i = 0; i < n; i++) {
+      const wantU = dy[i] * silu(g[i]), wantG = dy[i] * u[i] * siluGrad(g[i]);
+      const slop = 16 * U32;
+      const bu = Math.abs(dy[i]) * 1.1 * U16 * Math.abs(g[i]) + slop * Math.abs(wantU) + 1e-30;
+      const bg = Math.abs(dy[i]) * U16 * Math.abs(u[i]) *
+          (Math.abs(siluGrad(g[i])) + 0.55 * Math.abs(g[i]) + 1.1) + slop * Math.abs(wantG) + 1e-30;
+      if (!(Math.abs(du[i] - wantU) <= bu)) {
+        throw new Error(
+          `du[${i}] ${du[i]} vs ${wantU} > ${bu}`,
+        );
+      }
+      if (!(Math.abs(dg[i] - wantG) <= bg)) {
+        throw new Error(
+          `dg[${i}] ${dg[i]} vs ${wantG} > ${bg}`,
+        );
+      }
+    }
+    for (const t of [ut, gt, dyt, y, y32, ut.grad, gt.grad]) t?.dispose();
+    ac.destroy();
+  },
+);
