@@ -209,3 +209,30 @@ gpuTest(
     }
   },
 );
+
+Deno.test("precision: an unsupported value is one line from `based train` and `based eval`", async () => {
+  const main = new URL("../../main.ts", import.meta.url).pathname;
+  const run = async (args: string[]) => {
+    const out = await new Deno.Command(Deno.execPath(), {
+      args: ["run", "-A", main, ...args],
+      stdout: "piped",
+      stderr: "piped",
+      env: { NO_COLOR: "1" },
+    }).output();
+    return { code: out.code, err: new TextDecoder().decode(out.stderr).trim() };
+  };
+  const t = await run(["train", "experiment=example/based-tiny", "trainer.precision=64"]);
+  assertEquals(t.code, 1);
+  assertEquals(t.err.split("\n").length, 1, t.err);
+  assert(
+    /^error: trainer.precision "?64"? is not supported; use one of 32, 32-true/.test(t.err),
+    t.err,
+  );
+  const e = await run(["eval", "--checkpoint", "nowhere", "--precision", "8"]);
+  assertEquals(e.code, 1);
+  assertEquals(e.err.split("\n").length, 1, e.err);
+  assert(
+    /--precision.*expected one of 32, 32-true, 16, 16-mixed, bf16, bf16-mixed/.test(e.err),
+    e.err,
+  );
+});
