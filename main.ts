@@ -7,7 +7,7 @@
  * one module under cli/.
  */
 import { Command, CommanderError } from "commander";
-import { BasedError } from "./tensor/errors.ts";
+import { BasedError } from "./errors.ts";
 import { oneLineErrors } from "./cli/options.ts";
 import { infoCommand } from "./cli/info.ts";
 import { trainCommand } from "./cli/train.ts";

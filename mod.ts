@@ -52,7 +52,7 @@ export { BasedLM, type Batch, EMBEDDING } from "./model/based.ts";
 export { type BasedConfig, type MixerConfig, modelConfigFromCfg } from "./model/config.ts";
 export { declareParams, initValues, type ParamDecl } from "./model/params.ts";
 export { lmHeadLogits, lmHeadLoss } from "./model/lm_head.ts";
-export { runParity } from "./model/parity.ts";
+export { runParity } from "./parity/parity.ts";
 
 // optimizer, data, config, training
 export * from "./optim/mod.ts";

@@ -14,7 +14,7 @@ import { GradClip } from "../optim/clip.ts";
 import { paramGroup } from "../optim/groups.ts";
 import { composeConfig } from "../config/mod.ts";
 import { Random } from "../tensor/random.ts";
-import { formatBytes } from "../tensor/errors.ts";
+import { formatBytes } from "../errors.ts";
 import { formatProfile } from "../train/progress.ts";
 import { MixedPrecision, parsePrecision, type Precision } from "../train/amp.ts";
 

@@ -37,7 +37,7 @@ export function evalCommand(program: Command): void {
 
 async function runEval(overrides: string[], opts: EvalOptions): Promise<void> {
   const { initEngine } = await import("../tensor/engine.ts");
-  const { BasedError } = await import("../tensor/errors.ts");
+  const { BasedError } = await import("../errors.ts");
   const { findCheckpoint, modelFromCheckpoint } = await import("../train/restore.ts");
   const { evaluate } = await import("../train/loop.ts");
   const { loadDataModule } = await import("../data/datamodule.ts");
@@ -67,8 +67,8 @@ async function runEval(overrides: string[], opts: EvalOptions): Promise<void> {
     const r = await evaluate(e, model, ds, { batchSize: bs, seqLen: L, limitBatches: opts.limit });
     if (r.tokens === 0) {
       throw new BasedError(
-        `the ${split} split holds no batch of ${bs} sequences of ${L} tokens: nothing to evaluate`,
-        "lower datamodule.batch_size_eval or datamodule.max_length",
+        `the ${split} split holds no sequence of ${L} tokens: nothing to evaluate`,
+        "lower datamodule.max_length or choose another split with --split",
       );
     }
     console.log(

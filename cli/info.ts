@@ -8,7 +8,7 @@ export function infoCommand(program: Command): void {
     .option("--json", "print JSON")
     .action(async (opts: { json?: boolean }) => {
       const { initEngine } = await import("../tensor/engine.ts");
-      const { formatBytes } = await import("../tensor/errors.ts");
+      const { formatBytes } = await import("../errors.ts");
       const e = await initEngine();
       if (opts.json) {
         console.log(JSON.stringify(e.info, null, 2));

@@ -109,11 +109,16 @@ export function oneLineErrors(
 }
 
 /** The config composed from `key=value` overrides (and a --config-dir searched first). */
-export async function loadConfig(overrides: string[], configDir?: string): Promise<Config> {
+export async function loadConfig(
+  overrides: string[],
+  configDir?: string,
+  requireGroups?: string[],
+): Promise<Config> {
   const sources = configDir ? [await dirSource(configDir)] : [];
   return composeConfig(overrides, {
     extraSources: sources,
     cwd: Deno.cwd(),
     env: Deno.env.toObject(),
+    requireGroups,
   });
 }

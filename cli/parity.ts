@@ -19,7 +19,7 @@ export function parityCommand(program: Command): void {
     )
     .action(async (dir: string, opts: { view: string; filter?: string; precision?: string }) => {
       const { initEngine } = await import("../tensor/engine.ts");
-      const { runParity } = await import("../model/parity.ts");
+      const { runParity } = await import("../parity/parity.ts");
       const { resolveView } = await import("../kernels/linear_attention/mod.ts");
       const views = [...new Set(opts.view.split(",").map((v) => resolveView(v.trim())))];
       const { parsePrecision } = await import("../train/amp.ts");

@@ -15,6 +15,11 @@ export function trainCommand(program: Command): void {
         console.log(toYaml(cfg));
         return;
       }
+      // no experiment and no data settings (`based train` alone): name the experiments
+      const { cfgGet } = await import("../config/mod.ts");
+      if (cfgGet(cfg, "datamodule.max_length", null) === null) {
+        await loadConfig(overrides, opts.configDir, ["experiment"]); // throws when none is chosen
+      }
       const { train } = await import("../train/loop.ts");
       await train(cfg);
     });

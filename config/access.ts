@@ -3,7 +3,7 @@
  * names the key (and the closest existing key when it is missing); each takes
  * an optional default, used when the key is missing or null.
  */
-import { BasedError } from "../tensor/errors.ts";
+import { BasedError } from "../errors.ts";
 import { allPaths, splitKey } from "./resolve.ts";
 import {
   brief,

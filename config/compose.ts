@@ -9,7 +9,7 @@
  * Not modelled: Hydra's own `hydra/...` groups (ignored when they appear in a
  * defaults list), interpolations inside defaults lists, multirun/sweeps.
  */
-import { BasedError } from "../tensor/errors.ts";
+import { BasedError } from "../errors.ts";
 import { applyConfigOverrides, type Override, parseOverride, tryResolve } from "./overrides.ts";
 import { type ResolveContext, resolveTree } from "./resolve.ts";
 import { bundleSource, type ConfigSource } from "./source.ts";

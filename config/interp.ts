@@ -10,7 +10,7 @@
  * Deviation (lenient): unquoted resolver arguments may contain any character
  * except `,` `}` and unbalanced brackets (OmegaConf rejects e.g. `(` and `<`).
  */
-import { BasedError } from "../tensor/errors.ts";
+import { BasedError } from "../errors.ts";
 import { MAX_DEPTH } from "./util.ts";
 
 export type Seg = string | Interp;

@@ -27,6 +27,7 @@ export {
   type ConfigMap,
   type ConfigValue,
   editDistance,
+  type Obj,
   pyStr,
   rankByDistance,
   type Scalar,

@@ -12,7 +12,7 @@
  * Beyond Hydra (OmegaConf has no types for plain YAML): a plain `key=value`
  * must match the type of the value it replaces (see checkType).
  */
-import { BasedError } from "../tensor/errors.ts";
+import { BasedError } from "../errors.ts";
 import { parsePrimitive, Resolver, splitKey } from "./resolve.ts";
 import {
   brief,
@@ -22,6 +22,7 @@ import {
   type ConfigValue,
   deepEqual,
   isMap,
+  keepFloatText,
   MAX_DEPTH,
   typeName,
 } from "./util.ts";
@@ -506,7 +507,7 @@ export function applyConfigOverrides(
           );
         }
         if (cur.ok && isMap(cur.v) && isMap(v)) openMerge(cur.v, v);
-        else setChild(loc.parent, loc.last, v, o.input);
+        else setChild(loc.parent, loc.last, keepFloatText(key, v, isFloatText(o.raw)), o.input);
         break;
       }
       case "force": {
@@ -515,7 +516,7 @@ export function applyConfigOverrides(
         const cur = getChild(loc.parent, loc.last);
         const v = o.value!;
         if (cur.ok && isMap(cur.v) && isMap(v)) openMerge(cur.v, v);
-        else setChild(loc.parent, loc.last, v, o.input);
+        else setChild(loc.parent, loc.last, keepFloatText(key, v, isFloatText(o.raw)), o.input);
         break;
       }
       default: {
@@ -525,10 +526,17 @@ export function applyConfigOverrides(
         const resolved = resolveCurrent(root, path);
         const v = checkType(key, resolved, o);
         if (isMap(cur.v) && isMap(v)) structMerge(cur.v, v, key, root, o.input);
-        else setChild(loc.parent, loc.last, v, o.input);
+        else setChild(loc.parent, loc.last, keepFloatText(key, v, isFloatText(o.raw)), o.input);
       }
     }
   }
+}
+
+/** Override text that YAML would type as a float (`1.0`, `1.`, `1e3`). */
+function isFloatText(raw: string | undefined): boolean {
+  const t = raw?.trim() ?? "";
+  return /^[+-]?((\d(_?\d)*)?\.\d(_?\d)*|\d(_?\d)*\.)([eE][+-]?\d(_?\d)*)?$/.test(t) ||
+    /^[+-]?\d(_?\d)*[eE][+-]?\d(_?\d)*$/.test(t);
 }
 
 function hintFor(root: ConfigMap, key: string): string | undefined {

@@ -6,7 +6,7 @@
  * oc.select, hydra, now. Every node is resolved once (memoised); a node met
  * again while it is being resolved is a cycle. The work is bounded (Budget).
  */
-import { BasedError } from "../tensor/errors.ts";
+import { BasedError } from "../errors.ts";
 import { type Arg, hasInterpolation, type Interp, parseTemplate, type Seg } from "./interp.ts";
 import { safeEval } from "./safe_eval.ts";
 import {

@@ -10,7 +10,7 @@
  * `/` always gives a float, `//` floors, `%` takes the sign of the divisor,
  * `and`/`or` return an operand; a zero divisor is an error, as in Python.
  */
-import { BasedError } from "../tensor/errors.ts";
+import { BasedError } from "../errors.ts";
 import { Budget, MAX_DEPTH, pyStr, type Scalar } from "./util.ts";
 
 type Tok =

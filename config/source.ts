@@ -6,7 +6,7 @@
  * (configs/bundle.ts, text imports), so `deno compile` needs no files.
  */
 import { BUNDLE } from "../configs/bundle.ts";
-import { BasedError } from "../tensor/errors.ts";
+import { BasedError } from "../errors.ts";
 
 export interface ConfigSource {
   /** shown in messages ("built-in", a directory) */

@@ -4,16 +4,36 @@
  * value into a string), type names for messages and a work budget that bounds
  * every parser and the resolver.
  */
-import { BasedError } from "../tensor/errors.ts";
+import { BasedError } from "../errors.ts";
 
 export type Scalar = string | number | boolean | null;
 export type ConfigValue = Scalar | ConfigValue[] | ConfigMap;
 export type ConfigMap = { [key: string]: ConfigValue };
+/** A section of a config as its readers take it: a plain object of unknown values. */
+export type Obj = Record<string, unknown>;
 /** A composed and resolved config: nested records, arrays, numbers, strings, booleans, null. */
 export type Config = ConfigMap;
 
 export function isMap(v: unknown): v is ConfigMap {
   return v !== null && typeof v === "object" && !Array.isArray(v);
+}
+
+/**
+ * Keys whose value is an int or a float with different meanings (Lightning's
+ * `limit_*_batches`: `1` is one batch, `1.0` the whole split). A JS number
+ * cannot tell 1 from 1.0, so at these keys a float-typed integral scalar (YAML
+ * `1.0`, override `key=1.0`) is kept as its text, "1.0"; the reader parses it.
+ */
+export const INT_OR_FLOAT_KEYS: ReadonlySet<string> = new Set([
+  "limit_train_batches",
+  "limit_val_batches",
+  "limit_test_batches",
+]);
+
+/** `v` as stored at dotted key `key`: at an INT_OR_FLOAT_KEYS key, an integral float as text. */
+export function keepFloatText(key: string, v: ConfigValue, floatTyped: boolean): ConfigValue {
+  if (typeof v !== "number" || !floatTyped || !Number.isInteger(v)) return v;
+  return INT_OR_FLOAT_KEYS.has(key.split(".").at(-1)!) ? `${v}.0` : v;
 }
 
 /** Deep copy of a config value. */

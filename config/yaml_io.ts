@@ -3,8 +3,16 @@
  * file/line positions in errors) and printing a resolved config.
  */
 import { Document, isScalar, parse, visit } from "yaml";
-import { BasedError } from "../tensor/errors.ts";
-import { clip, type Config, type ConfigMap, type ConfigValue, isMap, MAX_DEPTH } from "./util.ts";
+import { BasedError } from "../errors.ts";
+import {
+  clip,
+  type Config,
+  type ConfigMap,
+  type ConfigValue,
+  isMap,
+  keepFloatText,
+  MAX_DEPTH,
+} from "./util.ts";
 
 export interface ParsedFile {
   /** `# @package X` (X as written), or undefined */
@@ -33,7 +41,7 @@ function toValue(v: unknown, file: string, path: string, depth: number): ConfigV
   if (depth > MAX_DEPTH) throw new BasedError(`${file}: nested too deeply at '${clip(path)}'`);
   if (v === null || v === undefined) return null;
   if (typeof v === "string" || typeof v === "boolean") return v;
-  if (typeof v === "number") return v;
+  if (typeof v === "number") return keepFloatText(path, v, true); // (ints are bigints here)
   if (typeof v === "bigint") return Number(v);
   if (Array.isArray(v)) return v.map((x, i) => toValue(x, file, `${path}[${i}]`, depth + 1));
   if (v instanceof Map) {
@@ -60,7 +68,7 @@ function toValue(v: unknown, file: string, path: string, depth: number): ConfigV
 export function parseYaml(text: string, file: string): ConfigValue {
   let doc: unknown;
   try {
-    doc = parse(text, { merge: true, maxAliasCount: 1000, prettyErrors: true });
+    doc = parse(text, { merge: true, maxAliasCount: 1000, prettyErrors: true, intAsBigInt: true });
   } catch (e) {
     const err = e as { message?: string; linePos?: { line: number; col: number }[] };
     const pos = err.linePos?.[0];

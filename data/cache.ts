@@ -23,7 +23,7 @@
  * not available a valid cache is still used. Files are written atomically
  * (temporary file + rename), the `.npy` before its sidecar.
  */
-import { BasedError } from "../tensor/errors.ts";
+import { BasedError } from "../errors.ts";
 import { decodeNpyU16, npyBodyU16, NpyFormatError, npyHeaderU16 } from "./npy.ts";
 import { TOKENIZER_ID, TOKENIZER_NAME } from "./tokenize/mod.ts";
 

@@ -15,7 +15,7 @@
  *   folder's name, as in the reference), `num_workers` (caps tokeniser threads),
  *   `strip_references` (kjv, default true).
  */
-import { BasedError } from "../tensor/errors.ts";
+import { BasedError } from "../errors.ts";
 import { cacheDirName, loadOrBuildSplit, type SourceInput } from "./cache.ts";
 import { KJV_RECIPE, kjvBytes, kjvSplitRows } from "./kjv.ts";
 import { LMDataset } from "./lm_dataset.ts";

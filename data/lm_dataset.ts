@@ -19,7 +19,7 @@
  * - the position is `{ epoch, index }` (index = samples of this rank consumed in
  *   that epoch), saved with `state()` and restored exactly with `restore()`.
  */
-import { BasedError } from "../tensor/errors.ts";
+import { BasedError } from "../errors.ts";
 
 /** A batch of B windows as row-major [B, L] int32 arrays. */
 export interface LMBatch {

@@ -14,7 +14,7 @@
  */
 import { type Compressors, parquetReadObjects } from "hyparquet";
 import * as zlib from "node:zlib";
-import { BasedError } from "../tensor/errors.ts";
+import { BasedError } from "../errors.ts";
 import { isBlank, textToRows } from "./rows.ts";
 import { type TokenizeOptions, tokenizeRows, tokenizeTextBytes } from "./tokenize/mod.ts";
 

@@ -14,7 +14,7 @@
  * gradient values, so runs are bit-identical.
  */
 import { defineKernel, type Kernel } from "../tensor/engine.ts";
-import { BasedError } from "../tensor/errors.ts";
+import { BasedError } from "../errors.ts";
 import { shapeStr, type Tensor } from "../tensor/tensor.ts";
 import { ACCUMULATED, isGradEnabled, record } from "../tensor/tape.ts";
 import { fill } from "./elementwise.ts";

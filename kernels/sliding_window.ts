@@ -15,7 +15,7 @@
  * logsumexp: gS = P ⊙ (gO Vᵀ − Δ). The gradient comes back packed like qkv.
  */
 import { defineKernel, type Kernel } from "../tensor/engine.ts";
-import { BasedError } from "../tensor/errors.ts";
+import { BasedError } from "../errors.ts";
 import type { Tensor } from "../tensor/tensor.ts";
 import { record } from "../tensor/tape.ts";
 import { ENTRY_1D, grid1d, LINEAR_ID, MAX_GRID } from "./wgsl.ts";

@@ -9,7 +9,7 @@ import { linear } from "../kernels/f16/linear.ts"; // f16 mixed precision when a
 import { reshape, split } from "../kernels/layout.ts";
 import { swiglu } from "../kernels/f16/swiglu.ts"; // f16-saved inputs when active
 import { causalConv1d } from "../kernels/conv1d.ts";
-import { linearAttention, resolveView } from "../kernels/linear_attention/mod.ts";
+import { linearAttention } from "../kernels/linear_attention/mod.ts";
 import { slidingWindowAttention } from "../kernels/sliding_window.ts";
 import { rotaryQK } from "../kernels/rotary.ts";
 
@@ -42,7 +42,7 @@ export function linearAttentionMixer(
   const k = reshape(linear(x, w("proj_k.weight")), [B, L, m.numHeads, m.featureDim]);
   const v = reshape(linear(x, w("proj_v.weight")), [B, L, m.numHeads, m.headDim]);
   const y = linearAttention(q, k, v, {
-    view: resolveView(m.view),
+    view: m.view,
     eps: m.eps,
     featureDim: m.featureDim,
   });

@@ -28,7 +28,7 @@
  * with maxNorm Infinity for "no clipping, but skip non-finite steps".
  */
 import { defineKernel, type Engine, type Kernel } from "../tensor/engine.ts";
-import { BasedError } from "../tensor/errors.ts";
+import { BasedError } from "../errors.ts";
 import type { ParamStore } from "../tensor/params.ts";
 import type { Tensor } from "../tensor/tensor.ts";
 import { BUFFER_USAGE } from "../tensor/pool.ts";

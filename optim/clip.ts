@@ -29,7 +29,7 @@
  * scaled in place (unlike torch): AdamW multiplies by coef when it reads them.
  */
 import { defineKernel, type Engine } from "../tensor/engine.ts";
-import { BasedError } from "../tensor/errors.ts";
+import { BasedError } from "../errors.ts";
 import type { ParamStore } from "../tensor/params.ts";
 import type { Tensor } from "../tensor/tensor.ts";
 import { BUFFER_USAGE } from "../tensor/pool.ts";

@@ -21,7 +21,7 @@
  * reference passes `model.parameters()` as one group with the optimizer's
  * weight decay: every parameter is "decay".
  */
-import { BasedError } from "../tensor/errors.ts";
+import { BasedError } from "../errors.ts";
 
 export type ModuleKind = "embedding" | "linear" | "bias" | "norm" | "conv";
 export type GroupName = "decay" | "no_decay";

@@ -18,7 +18,7 @@
  * does and clears found-inf. The host reads the counters at logging steps.
  */
 import { defineKernel, type Engine } from "../tensor/engine.ts";
-import { BasedError } from "../tensor/errors.ts";
+import { BasedError } from "../errors.ts";
 import type { Tensor } from "../tensor/tensor.ts";
 import { BUFFER_USAGE } from "../tensor/pool.ts";
 import { SCALER } from "../kernels/f16/cast.ts";

@@ -7,7 +7,8 @@
  * (`step_update(num_updates)`), starting from `step(0)` at construction.
  * All arithmetic is float64, as in Python.
  */
-import { BasedError } from "../tensor/errors.ts";
+import { BasedError } from "../errors.ts";
+import type { Obj } from "../config/mod.ts";
 
 export interface ConstantSchedule {
   kind: "constant";
@@ -77,8 +78,6 @@ export function constantSchedule(lr: number): ConstantSchedule {
   }
   return { kind: "constant", lr };
 }
-
-type Obj = Record<string, unknown>;
 
 /**
  * The schedule of a config. `section` is either the whole `train` section

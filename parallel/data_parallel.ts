@@ -32,7 +32,7 @@
  * moments, stay bit-identical (`assertInSync` checks the weights).
  */
 import { defineKernel, type Engine } from "../tensor/engine.ts";
-import { BasedError } from "../tensor/errors.ts";
+import { BasedError } from "../errors.ts";
 import type { ParamStore } from "../tensor/params.ts";
 import type { Tensor } from "../tensor/tensor.ts";
 import { ENTRY_1D, grid1d, LINEAR_ID } from "../kernels/wgsl.ts";

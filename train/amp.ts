@@ -10,7 +10,7 @@
  * | bf16, bf16-mixed             | the same f16 mode (WebGPU has no bf16), said once |
  */
 import type { Engine } from "../tensor/engine.ts";
-import { BasedError } from "../tensor/errors.ts";
+import { BasedError } from "../errors.ts";
 import { cfgGet, type Config } from "../config/mod.ts";
 import { Autocast, setAutocast } from "../kernels/f16/autocast.ts";
 import { LossScaler, type ScalerOptions, type ScalerState } from "../optim/scaler.ts";

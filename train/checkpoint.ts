@@ -3,7 +3,8 @@
  *   model.safetensors      weights under the reference's state_dict names
  *   optimizer.safetensors  AdamW moments (`exp_avg.<name>`, `exp_avg_sq.<name>`)
  *   state.json             step, optimizer step count, schedule, data position,
- *                          RNG state, metrics counters, the resolved config
+ *                          RNG state, metrics counters, the resolved config,
+ *                          the checksums of the two files (train/integrity.ts)
  *   COMPLETE               the completion marker, written last
  * It is written into a temporary directory (every file fsync-ed), renamed into
  * place, and the parent directory fsync-ed; older checkpoints are removed only
@@ -11,13 +12,9 @@
  * files validate, and says which.
  */
 import { basename, join } from "node:path";
-import { BasedError } from "../tensor/errors.ts";
-import {
-  parseSafetensors,
-  serializeSafetensors,
-  tensorData,
-  type TensorToWrite,
-} from "../tensor/safetensors.ts";
+import { BasedError } from "../errors.ts";
+import { serializeSafetensors, type TensorToWrite } from "../tensor/safetensors.ts";
+import { checksumFile, type FileChecksum, readVerified } from "./integrity.ts";
 
 export const MARKER = "COMPLETE";
 
@@ -36,7 +33,11 @@ export interface CheckpointData {
 
 export interface LoadedCheckpoint extends CheckpointData {
   dir: string;
+  /** the tensors' shapes as the files' headers give them */
+  shapes: { weights: Map<string, number[]>; optimizer: Map<string, number[]> };
 }
+
+const FILES = ["model.safetensors", "optimizer.safetensors"] as const;
 
 export function checkpointName(step: number): string {
   return `step_${String(step).padStart(7, "0")}`;
@@ -131,20 +132,21 @@ export async function saveCheckpoint(
     await Deno.mkdir(root, { recursive: true });
     await Deno.remove(tmp, { recursive: true }).catch(() => {});
     await Deno.mkdir(tmp);
-    await writeSynced(
-      join(tmp, "model.safetensors"),
+    const files = [
       serializeSafetensors(toTensors(data.weights, opts.shapes), {
         format: "pt",
         ...opts.metadata,
       }),
-    );
-    await writeSynced(
-      join(tmp, "optimizer.safetensors"),
       serializeSafetensors(toTensors(data.optimizer, opts.shapes)),
-    );
+    ];
+    const checksums: Record<string, FileChecksum> = {};
+    for (let i = 0; i < FILES.length; i++) {
+      checksums[FILES[i]] = checksumFile(files[i], join(final, FILES[i]));
+      await writeSynced(join(tmp, FILES[i]), files[i]);
+    }
     await writeSynced(
       join(tmp, "state.json"),
-      new TextEncoder().encode(JSON.stringify(data.state, null, 1)),
+      new TextEncoder().encode(JSON.stringify({ ...data.state, checksums }, null, 1)),
     );
     await writeSynced(join(tmp, MARKER), new TextEncoder().encode(`${data.state.step}\n`));
     await syncDir(tmp);
@@ -234,18 +236,15 @@ function firstLine(e: unknown): string {
   return msg.replace(/[\p{Cc}\u2028\u2029][\s\S]*$/u, "");
 }
 
-function readTensors(bytes: Uint8Array, path: string): Map<string, Float32Array> {
-  const f = parseSafetensors(bytes, path);
-  const m = new Map<string, Float32Array>();
-  for (const name of f.tensors.keys()) {
-    const d = tensorData(f, name);
-    m.set(name, d instanceof Float32Array ? d : Float32Array.from(d));
-  }
-  return m;
-}
-
-/** Loads and validates one checkpoint directory. */
-export async function loadCheckpoint(dir: string): Promise<LoadedCheckpoint> {
+/**
+ * Loads and validates one checkpoint directory: the files against the
+ * checksums state.json records (a checkpoint written before checksums is
+ * loaded unverified, with a warning), no NaN / Inf anywhere.
+ */
+export async function loadCheckpoint(
+  dir: string,
+  warn: (s: string) => void = console.warn,
+): Promise<LoadedCheckpoint> {
   try {
     await Deno.stat(join(dir, MARKER));
   } catch {
@@ -261,11 +260,6 @@ export async function loadCheckpoint(dir: string): Promise<LoadedCheckpoint> {
       throw new BasedError(`${join(dir, f)}: cannot read (${(e as Error).message.split("\n")[0]})`);
     }
   };
-  const weights = readTensors(await read("model.safetensors"), join(dir, "model.safetensors"));
-  const optimizer = readTensors(
-    await read("optimizer.safetensors"),
-    join(dir, "optimizer.safetensors"),
-  );
   let state: CheckpointState;
   try {
     state = JSON.parse(new TextDecoder().decode(await read("state.json")));
@@ -282,7 +276,26 @@ export async function loadCheckpoint(dir: string): Promise<LoadedCheckpoint> {
       `${join(dir, "state.json")}: says step ${state.step}, the directory is ${basename(dir)}`,
     );
   }
-  return { dir, weights, optimizer, state };
+  const { checksums, ...rest } = state;
+  state = rest as CheckpointState;
+  const sums = checksums as Record<string, FileChecksum> | undefined;
+  if (sums === undefined) {
+    warn(
+      `warning: ${join(dir, "state.json")} records no checksums (a checkpoint of an older ` +
+        "based): its files are loaded unverified",
+    );
+  } else if (!FILES.every((f) => typeof sums?.[f]?.header === "string")) {
+    throw new BasedError(`${join(dir, "state.json")}: the checksums are malformed`);
+  }
+  const files = [];
+  for (const f of FILES) files.push(readVerified(await read(f), join(dir, f), sums?.[f]));
+  return {
+    dir,
+    weights: files[0].tensors,
+    optimizer: files[1].tensors,
+    state,
+    shapes: { weights: files[0].shapes, optimizer: files[1].shapes },
+  };
 }
 
 /**
@@ -297,7 +310,7 @@ export async function latestCheckpoint(
   let found: LoadedCheckpoint | null = null;
   for (const c of await listCheckpoints(root, incomplete)) {
     try {
-      found = await loadCheckpoint(c.dir);
+      found = await loadCheckpoint(c.dir, warn);
       break;
     } catch (e) {
       warn(`warning: skipping checkpoint ${c.dir}: ${(e as Error).message}`);

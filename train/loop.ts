@@ -8,12 +8,11 @@
  */
 import { join, resolve } from "node:path";
 import { type Engine, initEngine } from "../tensor/engine.ts";
-import { BasedError, formatBytes } from "../tensor/errors.ts";
+import { BasedError, formatBytes } from "../errors.ts";
 import { backward, clearTape, noGrad } from "../tensor/tape.ts";
 import { type Tensor, tidy } from "../tensor/tensor.ts";
 import { accumulate, fill } from "../kernels/elementwise.ts";
 import { BasedLM, type Batch } from "../model/based.ts";
-import { modelConfigFromCfg } from "../model/config.ts";
 import { AdamW } from "../optim/adamw.ts";
 import { GradClip } from "../optim/clip.ts";
 import { paramGroup } from "../optim/groups.ts";
@@ -22,10 +21,11 @@ import { type Config, toYaml } from "../config/mod.ts";
 import { loadDataModule } from "../data/datamodule.ts";
 import { type LMDataset, TrainSampler } from "../data/lm_dataset.ts";
 import { ensureWritableDir, latestCheckpoint, saveCheckpoint } from "./checkpoint.ts";
+import { checkShapes } from "./integrity.ts";
 import { MetricsLog, writePlots } from "./metrics.ts";
 import { formatProfile, Progress, stepLine } from "./progress.ts";
 import { loadTuningCache } from "../kernels/matmul/mod.ts";
-import { readSettings, type TrainSettings } from "./settings.ts";
+import { batchCount, readSettings, type TrainSettings } from "./settings.ts";
 import { DataParallel } from "../parallel/data_parallel.ts";
 import { bindingLimitError, checkTokenIds, isBindingLimitError } from "./preflight.ts";
 import { MixedPrecision, scalerOptions, withPrecision } from "./amp.ts";
@@ -141,8 +141,20 @@ async function trainWith(
     );
   }
 
+  // trainer.limit_*_batches as batch counts (undefined: the whole split; 0: none)
+  const valBatches = batchCount(
+    S.limitValBatches,
+    Math.ceil(dm.validation.length / S.batchSizeEval),
+    "trainer.limit_val_batches",
+  );
+  const testBatches = batchCount(
+    S.limitTestBatches,
+    Math.ceil(dm.test.length / S.batchSizeEval),
+    "trainer.limit_test_batches",
+  );
+
   // ---- model and optimizer
-  const mc = modelConfigFromCfg(S.modelConfig, L);
+  const mc = S.model;
   checkTokenIds(dm, mc.vocabSize, ["train", "validation", "test"]);
   const groupOf = (name: string, kind: Parameters<typeof paramGroup>[1]) =>
     paramGroup(name, kind, S.grouping);
@@ -184,6 +196,7 @@ async function trainWith(
   if (S.resume) {
     const ck = await latestCheckpoint(S.checkpointDir, log);
     if (ck) {
+      checkShapes(ck.dir, model.store.params, ck.shapes.weights, ck.shapes.optimizer);
       model.store.load(ck.weights);
       adam.loadState(ck.optimizer, ck.state.optimizer as { step: number });
       sampler.restore(ck.state.data as ReturnType<TrainSampler["state"]>);
@@ -333,10 +346,10 @@ async function trainWith(
         stepsSinceLog = 0;
         tokensSinceLog = 0;
       }
-      if (root && S.valEvery > 0 && step % S.valEvery === 0) {
+      if (root && S.valEvery > 0 && step % S.valEvery === 0 && valBatches !== 0) {
         const r = await evaluate(e, model, dm.validation, {
           batchSize: S.batchSizeEval,
-          limitBatches: S.limitValBatches,
+          limitBatches: valBatches,
           seqLen: L,
         });
         val.push({ step, loss: r.loss, ppl: r.ppl });
@@ -368,10 +381,10 @@ async function trainWith(
     lossSum.dispose();
   }
   let test: TrainResult["test"];
-  if (root && step >= S.maxSteps && S.doTest) {
+  if (root && step >= S.maxSteps && S.doTest && testBatches !== 0) {
     const r = await evaluate(e, model, dm.test, {
       batchSize: S.batchSizeEval,
-      limitBatches: S.limitTestBatches,
+      limitBatches: testBatches,
       seqLen: L,
     });
     test = { loss: r.loss, ppl: r.ppl };

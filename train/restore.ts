@@ -1,11 +1,12 @@
 /** Loading a trained model back from a checkpoint directory (for eval and generate). */
 import { join } from "node:path";
 import type { Engine } from "../tensor/engine.ts";
-import { BasedError } from "../tensor/errors.ts";
+import { BasedError } from "../errors.ts";
 import { BasedLM } from "../model/based.ts";
 import { modelConfigFromCfg } from "../model/config.ts";
 import { latestCheckpoint, loadCheckpoint, type LoadedCheckpoint, MARKER } from "./checkpoint.ts";
 import type { Config } from "../config/mod.ts";
+import { checkShapes } from "./integrity.ts";
 
 /** `path` is a checkpoint (holds COMPLETE) or a directory of checkpoints (the newest is taken). */
 export async function findCheckpoint(
@@ -42,14 +43,7 @@ export function modelFromCheckpoint(
   );
   const config = modelConfigFromCfg(mc, maxLength);
   const model = BasedLM.create(e, config, { seed: 0, groupOf: () => "all", groupOrder: ["all"] });
-  for (const p of model.store.params) {
-    if (!ck.weights.has(p.name)) {
-      throw new BasedError(
-        `${ck.dir}/model.safetensors has no tensor '${p.name}'`,
-        "the checkpoint is from another model",
-      );
-    }
-  }
+  checkShapes(ck.dir, model.store.params, ck.shapes.weights);
   model.store.load(ck.weights);
   return { model, cfg: cfg! };
 }

@@ -3,10 +3,11 @@
  * Lightning's defaults where the config leaves a key out.
  */
 import { join, resolve } from "node:path";
-import { BasedError } from "../tensor/errors.ts";
-import { cfgGet, cfgInt, cfgMap, cfgNum, type Config } from "../config/mod.ts";
+import { BasedError } from "../errors.ts";
+import { cfgGet, cfgInt, cfgMap, cfgNum, type Config, type Obj } from "../config/mod.ts";
 import { checkSequenceLength } from "./preflight.ts";
 import { parsePrecision, type Precision } from "./amp.ts";
+import { type BasedConfig, modelConfigFromCfg } from "../model/config.ts";
 
 export interface TrainSettings {
   seed: number;
@@ -19,8 +20,8 @@ export interface TrainSettings {
   maxSteps: number;
   /** validate every this many optimizer steps (0: never) */
   valEvery: number;
-  limitValBatches?: number;
-  limitTestBatches?: number;
+  limitValBatches: BatchLimit;
+  limitTestBatches: BatchLimit;
   logEvery: number;
   ckptEvery: number;
   keepCheckpoints: number;
@@ -36,7 +37,10 @@ export interface TrainSettings {
   /** null when the config has no train.optimizer_param_grouping (then everything is decayed) */
   grouping: Record<string, unknown> | null;
   clipNorm: number;
+  /** model.config as configured (saved with checkpoints) */
   modelConfig: Record<string, unknown>;
+  /** the model configuration, resolved once here (sequence length = maxLength) */
+  model: BasedConfig;
   quiet: boolean;
   /** +profile=true: GPU time per kernel kind of one step */
   profile: boolean;
@@ -46,19 +50,72 @@ export interface TrainSettings {
   precisionNote: string | null;
 }
 
-type Obj = Record<string, unknown>;
-
 /** The value at a dotted key, undefined when absent. */
 const at = (cfg: Config, path: string): unknown => cfgGet<unknown>(cfg, path, undefined);
 
-/** Lightning's limit_*_batches: 1.0 = all, other floats a fraction, ints a count. */
-function limitBatches(v: unknown, total: number | undefined): number | undefined {
-  if (v === undefined || v === null || v === 1 || v === 1.0) return undefined;
-  if (typeof v !== "number" || v < 0) {
-    throw new BasedError(`limit batches must be a number ≥ 0, got ${JSON.stringify(v)}`);
+/**
+ * Lightning's limit_*_batches: an int is a batch count (0 = none), a float in
+ * [0, 1] a fraction of the batches (1.0 = all). An integral float arrives as
+ * its text ("1.0"; config/util.ts INT_OR_FLOAT_KEYS).
+ */
+export type BatchLimit = { count: number } | { fraction: number } | undefined;
+
+function limitBatches(v: unknown, key: string): BatchLimit {
+  if (v === undefined || v === null) return undefined;
+  let n = v, float = typeof v === "number" && !Number.isInteger(v);
+  if (typeof v === "string" && /^\s*[+-]?\d+\s*$/.test(v)) n = Number(v);
+  else if (typeof v === "string" && v.trim() !== "" && Number.isFinite(Number(v))) {
+    n = Number(v);
+    float = true;
   }
-  if (Number.isInteger(v) && v > 1) return v;
-  return total === undefined ? undefined : Math.max(1, Math.floor(v * total));
+  const bad = (why: string): never => {
+    throw new BasedError(
+      `${key} must be ${why}, got ${JSON.stringify(v)}`,
+      "an int is a batch count (0 = none), a float in [0.0, 1.0] a fraction (1.0 = all)",
+    );
+  };
+  if (typeof n !== "number") return bad("a number");
+  if (n < 0) return bad("≥ 0");
+  if (!float) return { count: n };
+  if (n > 1) return bad("≤ 1.0 when a float");
+  return n === 1 ? undefined : { fraction: n };
+}
+
+/** How many batches of a split of `batches` batches a limit allows (undefined: all). */
+export function batchCount(limit: BatchLimit, batches: number, key: string): number | undefined {
+  if (limit === undefined) return undefined;
+  if ("count" in limit) return limit.count;
+  const n = Math.floor(limit.fraction * batches);
+  if (n === 0 && limit.fraction > 0) {
+    throw new BasedError(
+      `${key}=${limit.fraction} is less than one of the split's ${batches} batches`,
+      `set ${key} to at least ${(1 / batches).toPrecision(2)}, or to an int (a batch count)`,
+    );
+  }
+  return n;
+}
+
+/**
+ * A cosine schedule whose t_initial (the example experiments derive it as
+ * trainer.max_steps − warmup_t) is not positive: name the keys that set it.
+ * (The warm-up is not shortened silently: the run would differ from its config.)
+ */
+function checkWarmup(c: Config): void {
+  const tInit = at(c, "train.scheduler.t_initial"), warm = at(c, "train.scheduler.warmup_t");
+  const steps = at(c, "trainer.max_steps");
+  if (typeof tInit !== "number" || tInit > 0) return;
+  if (typeof warm === "number" && typeof steps === "number" && warm > 0 && tInit === steps - warm) {
+    throw new BasedError(
+      `trainer.max_steps ${steps} leaves no steps after the warm-up of ` +
+        `train.scheduler.warmup_t ${warm} (train.scheduler.t_initial = ${steps} − ${warm} = ${tInit})`,
+      `set trainer.max_steps above ${warm}, or lower train.scheduler.warmup_t below ${steps} ` +
+        `(e.g. train.scheduler.warmup_t=${Math.floor(steps / 2)})`,
+    );
+  }
+  throw new BasedError(
+    `train.scheduler.t_initial must be > 0, got ${tInit}`,
+    "set train.scheduler.t_initial to the number of steps of the cosine phase",
+  );
 }
 
 export function readSettings(cfg: Config, cwd: string): TrainSettings {
@@ -86,7 +143,10 @@ export function readSettings(cfg: Config, cwd: string): TrainSettings {
   const clip = at(c, "trainer.gradient_clip_val");
   const topK = cfgInt(c, "callbacks.model_checkpoint.save_top_k", 1);
   const maxLength = cfgInt(c, "datamodule.max_length");
-  checkSequenceLength(cfgMap(c, "model.config", {}) as Obj, maxLength);
+  const modelConfig = cfgMap(c, "model.config", {}) as Obj;
+  const model = modelConfigFromCfg(modelConfig, maxLength);
+  checkSequenceLength(model, maxLength);
+  checkWarmup(c);
   return {
     seed: typeof seed === "number" ? seed : 0,
     dataSeed: typeof seed === "number" ? seed : 0,
@@ -97,8 +157,11 @@ export function readSettings(cfg: Config, cwd: string): TrainSettings {
     devices: cfgInt(c, "trainer.devices", 1),
     maxSteps: cfgInt(c, "trainer.max_steps"),
     valEvery,
-    limitValBatches: limitBatches(at(c, "trainer.limit_val_batches"), undefined),
-    limitTestBatches: limitBatches(at(c, "trainer.limit_test_batches"), undefined),
+    limitValBatches: limitBatches(at(c, "trainer.limit_val_batches"), "trainer.limit_val_batches"),
+    limitTestBatches: limitBatches(
+      at(c, "trainer.limit_test_batches"),
+      "trainer.limit_test_batches",
+    ),
     logEvery: Math.max(1, cfgInt(c, "trainer.log_every_n_steps", 50)),
     ckptEvery: cfgInt(c, "callbacks.model_checkpoint.every_n_train_steps", 0),
     keepCheckpoints: Math.max(2, topK + 1),
@@ -121,7 +184,8 @@ export function readSettings(cfg: Config, cwd: string): TrainSettings {
       ? null
       : cfgMap(c, "train.optimizer_param_grouping", {}) as Obj,
     clipNorm: typeof clip === "number" && clip > 0 ? clip : Infinity,
-    modelConfig: cfgMap(c, "model.config", {}) as Obj,
+    modelConfig,
+    model,
     quiet: Boolean(at(c, "quiet")),
     profile: Boolean(at(c, "profile")),
     ...(() => {

@@ -26,7 +26,7 @@ const TINY = [
   "trainer.max_steps=4",
   "train.scheduler.warmup_t=2",
   "trainer.log_every_n_steps=1",
-  "trainer.limit_val_batches=2", // (1 would mean the whole split: 1 and 1.0 read the same)
+  "trainer.limit_val_batches=2",
   "trainer.limit_test_batches=2",
 ];
 
@@ -183,6 +183,36 @@ t("missing experiment: the available ones are listed", async () => {
   });
 });
 
+t("no experiment: the available ones are listed", async () => {
+  await unchanged([ROOT], async () => {
+    refused(await based(["train"]), "no experiment chosen", "experiment=example/based-tiny");
+  });
+});
+
+t("model sizes: a head dimension rotary cannot use, and zero, name the key", async () => {
+  await unchanged([ROOT], async () => {
+    refused(
+      await train(["model.config.n_embd=100"]),
+      "model.config.n_embd 100 / model.config.alt_mixer_2.num_heads 4 gives a head dimension of 25",
+      "set model.config.n_embd to a multiple of 8",
+    );
+    refused(
+      await train(["model.config.n_embd=0"]),
+      "model.config.n_embd must be a positive integer, got 0",
+    );
+  });
+});
+
+t("fewer steps than the warm-up: the keys are named", async () => {
+  await unchanged([ROOT], async () => {
+    refused(
+      await train(["trainer.max_steps=2", "train.scheduler.warmup_t=6"]),
+      "trainer.max_steps 2 leaves no steps after the warm-up of train.scheduler.warmup_t 6",
+      "e.g. train.scheduler.warmup_t=1",
+    );
+  });
+});
+
 // ------------------------------------------------------------------ data
 
 t("missing dataset files: the paths searched and how to get the data", async () => {
@@ -223,15 +253,30 @@ t("empty corpus: the empty files are named", async () => {
 
 t("token ids outside the vocabulary: a clear error before any step, not NaN", async () => {
   const dir = await scratch("vocab");
+  let msg = "";
   await unchanged([dir], async () => {
     const r = await train(["+model.config.vocab_size=100", ...outputs(dir)]);
-    refused(
+    msg = refused(
       r,
       "the kjv train split has token id 50256, outside model.config.vocab_size 100",
-      "set model.config.vocab_size to at least 50257",
+      "set ++model.config.vocab_size=50257 or more",
     );
     assert(!/step 1\//.test(r.stdout), "no step ran");
   });
+  {
+    // the override printed works as given (the example config has no vocab_size key)
+    const fix = /set (\S+) or more/.exec(msg)![1];
+    const ok = await train([
+      fix,
+      "trainer.max_steps=1",
+      "train.scheduler.warmup_t=0",
+      "do_test=false",
+      "callbacks.model_checkpoint.every_n_train_steps=0",
+      ...outputs(dir),
+    ]);
+    assertEquals(ok.code, 0, ok.stderr);
+    assert(/step 1\/1 \| loss \d/.test(ok.stdout), ok.stdout);
+  }
 });
 
 t("sequence longer than the model allows (a mixer's l_max)", async () => {
@@ -242,6 +287,22 @@ t("sequence longer than the model allows (a mixer's l_max)", async () => {
       "datamodule.max_length 64 is longer than the model allows: model.config.mixer.l_max is 32",
       "set datamodule.max_length ≤ 32 or raise model.config.mixer.l_max",
     );
+  });
+});
+
+t("misspelt linear-attention view: refused before any data is read", async () => {
+  const dir = await scratch("view");
+  await unchanged([ROOT], async () => {
+    const r = await train([
+      "model.config.alt_mixer.parallel_implementation=fla_paralel",
+      ...outputs(dir),
+    ]);
+    refused(
+      r,
+      "model.config.alt_mixer.parallel_implementation: unknown linear-attention view 'fla_paralel'",
+      "valid: quadratic, chunked, cumsum, fla_parallel, fla_chunk, linear",
+    );
+    assert(!/adapter:|data:|tokens/.test(r.stdout), `work done before the refusal:\n${r.stdout}`);
   });
 });
 

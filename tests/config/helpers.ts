@@ -7,7 +7,7 @@ import {
   type ConfigSource,
   mapSource,
 } from "../../config/mod.ts";
-import { BasedError } from "../../tensor/errors.ts";
+import { BasedError } from "../../errors.ts";
 
 export const CWD = "/launch";
 export const NOW = new Date(2024, 1, 20, 13, 5, 9);

@@ -21,7 +21,7 @@ import {
   readSplitRows,
   tokenizeSplitFiles,
 } from "../../data/wikitext.ts";
-import { BasedError } from "../../tensor/errors.ts";
+import { BasedError } from "../../errors.ts";
 
 const WT = `${SHARED.replace(/\/$/, "")}/data/wikitext`;
 

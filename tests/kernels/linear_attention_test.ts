@@ -11,7 +11,7 @@ import {
 import * as ref from "../../kernels/linear_attention/reference.ts";
 import * as refViews from "../../kernels/linear_attention/reference_views.ts";
 import type { Engine } from "../../tensor/engine.ts";
-import { BasedError } from "../../tensor/errors.ts";
+import { BasedError } from "../../errors.ts";
 import { readSafetensors, type SafeFile, tensorData } from "../../tensor/safetensors.ts";
 import { backward, noGrad } from "../../tensor/tape.ts";
 import { tidy } from "../../tensor/tensor.ts";

@@ -10,7 +10,7 @@
  */
 import { deepStrictEqual as assertEquals, ok as assert } from "node:assert/strict";
 import { join } from "node:path";
-import { BasedError } from "../../tensor/errors.ts";
+import { BasedError } from "../../errors.ts";
 import { readSafetensors } from "../../tensor/safetensors.ts";
 import {
   type CheckpointData,
@@ -337,6 +337,37 @@ const DAMAGE: [string, (dir: string) => Promise<void>, string][] = [
     const p = join(dir, "optimizer.safetensors");
     await Deno.writeFile(p, (await Deno.readFile(p)).subarray(0, 7));
   }, "optimizer.safetensors: not a valid safetensors file: only 7 bytes"],
+  ["a changed value in model.safetensors (still finite)", async (dir) => {
+    const p = join(dir, "model.safetensors");
+    const b = await Deno.readFile(p);
+    b[b.length - 4] ^= 1; // lowest mantissa bit of the last value (ln_f.weight)
+    await Deno.writeFile(p, b);
+  }, "model.safetensors: tensor 'ln_f.weight' does not match its checksum"],
+  ["a swapped shape in model.safetensors' header", async (dir) => {
+    const p = join(dir, "model.safetensors");
+    const b = await Deno.readFile(p);
+    const text = new TextDecoder("latin1").decode(b);
+    const at = text.indexOf('"shape":[2,3]');
+    assert(at > 0);
+    b.set(new TextEncoder().encode('"shape":[3,2]'), at);
+    await Deno.writeFile(p, b);
+  }, "model.safetensors: the header (names, shapes, offsets) does not match its checksum"],
+  [
+    "a changed moment in optimizer.safetensors",
+    async (dir) => {
+      const p = join(dir, "optimizer.safetensors");
+      const b = await Deno.readFile(p);
+      b[b.length - 4] ^= 1;
+      await Deno.writeFile(p, b);
+    },
+    "optimizer.safetensors: tensor 'exp_avg_sq.layers.0.mixer.weight' does not match its checksum",
+  ],
+  ["malformed checksums in state.json", async (dir) => {
+    const p = join(dir, "state.json");
+    const st = JSON.parse(await Deno.readTextFile(p));
+    st.checksums = { "model.safetensors": 1 };
+    await Deno.writeTextFile(p, JSON.stringify(st));
+  }, "state.json: the checksums are malformed"],
   ["corrupt state.json", async (dir) => {
     await Deno.writeTextFile(join(dir, "state.json"), '{"step": 2,\n "data": {');
   }, "state.json: corrupt"],
@@ -351,8 +382,8 @@ const DAMAGE: [string, (dir: string) => Promise<void>, string][] = [
 for (const [what, damage, expect] of DAMAGE) {
   Deno.test(`checkpoint: ${what} in the newest checkpoint -> the previous one, with a warning`, async () => {
     await withRoot(async (root) => {
-      const s1 = await saveCheckpoint(root, makeData(1), { keep: 9 });
-      const s2 = await saveCheckpoint(root, makeData(2), { keep: 9 });
+      const s1 = await saveCheckpoint(root, makeData(1), { keep: 9, shapes: shapesOf() });
+      const s2 = await saveCheckpoint(root, makeData(2), { keep: 9, shapes: shapesOf() });
       await damage(s2);
       const before = await hashTree(root);
       const c = collector();
@@ -607,3 +638,40 @@ privTest(
     });
   },
 );
+
+Deno.test("checkpoint: a checkpoint holding NaN / Inf is refused, naming the file and tensor", async () => {
+  await withRoot(async (root) => {
+    const s1 = await saveCheckpoint(root, makeData(1), { keep: 9 });
+    const bad = makeData(2);
+    bad.weights.get("layers.0.mixer.weight")![4] = NaN;
+    const s2 = await saveCheckpoint(root, bad, { keep: 9 });
+    await refused(
+      loadCheckpoint(s2),
+      `${join(s2, "model.safetensors")}: tensor 'layers.0.mixer.weight' holds NaN (element 4)`,
+    );
+    const c = collector();
+    assertEquals((await latestCheckpoint(root, c.warn))?.dir, s1, "falls back to step 1");
+    const inf = makeData(3);
+    inf.optimizer.get("exp_avg_sq.layers.0.mixer.weight")![0] = -Infinity;
+    await refused(
+      loadCheckpoint(await saveCheckpoint(root, inf, { keep: 9 })),
+      "optimizer.safetensors: tensor 'exp_avg_sq.layers.0.mixer.weight' holds -Infinity (element 0)",
+    );
+  });
+});
+
+Deno.test("checkpoint: one written before checksums loads, with a warning that it is unverified", async () => {
+  await withRoot(async (root) => {
+    const s1 = await saveCheckpoint(root, makeData(1));
+    const p = join(s1, "state.json");
+    const st = JSON.parse(await Deno.readTextFile(p));
+    assert(st.checksums?.["model.safetensors"]?.tensors?.["ln_f.weight"], "checksums are written");
+    delete st.checksums;
+    await Deno.writeTextFile(p, JSON.stringify(st));
+    const c = collector();
+    assertSameData(await loadCheckpoint(s1, c.warn), makeData(1));
+    assertEquals(c.lines, [
+      `warning: ${p} records no checksums (a checkpoint of an older based): its files are loaded unverified`,
+    ]);
+  });
+});

@@ -45,7 +45,7 @@ gpuTest(
         weights: await model.store.read("values"),
         optimizer: new Map(),
         state: { step: 1, config: { model: { config: MODEL }, datamodule: { max_length: 64 } } },
-      });
+      }, { shapes: new Map(model.store.params.map((p) => [p.name, [...p.shape]])) });
       const { model: m2 } = modelFromCheckpoint(e, await findCheckpoint(tmp, () => {}));
       const prompt = "In the beginning";
       const out = await generate(e, m2, {

@@ -17,6 +17,7 @@
  * scale, not their own). G is counted per case from its structure.
  */
 import type { Engine } from "../tensor/engine.ts";
+import { BasedError } from "../errors.ts";
 import { Autocast, setAutocast } from "../kernels/f16/autocast.ts";
 import { LossScaler } from "../optim/scaler.ts";
 import { F16_EPS } from "../tensor/f16.ts";
@@ -43,20 +44,38 @@ export function f16Tolerance(
   return { atol: tol.atol + r * rms, rtol: tol.rtol + r, rel_l2: tol.rel_l2 + r };
 }
 
+let active: ParityF16 | null = null;
+
+/** The f16 state of the parity run in progress, or null (fp32). */
+export function parityF16(): ParityF16 | null {
+  return active;
+}
+
 /** The f16 state of a parity run: active from start() to stop(). */
 export class ParityF16 {
   readonly scaler: LossScaler;
   readonly autocast: Autocast;
-  constructor(readonly engine: Engine) {
+  private constructor(readonly engine: Engine) {
     this.scaler = new LossScaler(engine);
     this.autocast = new Autocast(engine, this.scaler.state);
-    setAutocast(this.autocast);
+  }
+  static start(e: Engine): ParityF16 {
+    if (!e.hasF16) {
+      throw new BasedError(
+        `this adapter (${e.info.name}) has no shader-f16, which --precision 16-mixed needs`,
+        "run parity in fp32 (without --precision)",
+      );
+    }
+    active = new ParityF16(e);
+    setAutocast(active.autocast);
+    return active;
   }
   /** The current loss scale (model gradients are divided by it). */
   async scale(): Promise<number> {
     return (await this.scaler.read()).scale;
   }
   stop(): void {
+    if (active === this) active = null;
     setAutocast(null);
     this.autocast.destroy();
     this.scaler.destroy();
