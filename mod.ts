@@ -59,6 +59,7 @@ export * from "./optim/mod.ts";
 export { loadDataModule } from "./data/datamodule.ts";
 export { evalBatches, LMDataset, TrainSampler } from "./data/lm_dataset.ts";
 export { decode, encode, EOS } from "./data/tokenize/mod.ts";
-export { applyOverrides, composeConfig, type Config, toYaml } from "./config/mod.ts";
+export { applyOverrides, type Config, toYaml } from "./config/mod.ts";
+export { composeConfig } from "./configs/mod.ts";
 export { evaluate, train, type TrainResult } from "./train/loop.ts";
 export { latestCheckpoint, loadCheckpoint, saveCheckpoint } from "./train/checkpoint.ts";

@@ -4,7 +4,8 @@
  * one-line usage-error format, and composing the config from the command line.
  */
 import { type Command, InvalidArgumentError } from "commander";
-import { composeConfig, type Config, dirSource } from "../config/mod.ts";
+import { type Config, dirSource } from "../config/mod.ts";
+import { composeConfig } from "../configs/mod.ts";
 
 /** An option parser for commander: text -> value, or InvalidArgumentError. */
 export type Parser<T> = (text: string) => T;

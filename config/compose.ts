@@ -9,10 +9,10 @@
  * Not modelled: Hydra's own `hydra/...` groups (ignored when they appear in a
  * defaults list), interpolations inside defaults lists, multirun/sweeps.
  */
-import { BasedError } from "../errors.ts";
+import { ConfigError } from "./errors.ts";
 import { applyConfigOverrides, type Override, parseOverride, tryResolve } from "./overrides.ts";
 import { type ResolveContext, resolveTree } from "./resolve.ts";
-import { bundleSource, type ConfigSource } from "./source.ts";
+import type { ConfigSource } from "./source.ts";
 import {
   brief,
   Budget,
@@ -27,8 +27,8 @@ import {
 import { parseConfigFile, type ParsedFile } from "./yaml_io.ts";
 
 export interface ComposeOptions {
-  /** where configs come from, searched in order (default: the built-in bundle) */
-  sources?: ConfigSource[];
+  /** where configs come from, searched in order (a program's built-in tree last) */
+  sources: ConfigSource[];
   /** searched before `sources` (e.g. `--config-dir`): overrides or extends them */
   extraSources?: ConfigSource[];
   /** `${hydra:runtime.cwd}` (default: Deno.cwd()) */
@@ -244,7 +244,7 @@ function describeDef(d: Def): string {
 function parseEntry(e: unknown, file: string): Def {
   const base = { optional: false, override: false, externalAppend: false, primary: false };
   const bad = (why: string): never => {
-    throw new BasedError(`${file}: invalid defaults entry ${brief(e)}: ${why}`);
+    throw new ConfigError(`${file}: invalid defaults entry ${brief(e)}: ${why}`);
   };
   if (typeof e === "string") {
     const s = e.trim();
@@ -307,7 +307,7 @@ class Overrides {
       }
       const key = o.package !== undefined ? `${o.key}@${o.package}` : o.key;
       if (o.kind === "force") {
-        throw new BasedError(
+        throw new ConfigError(
           `'++' cannot be used with config groups: '${o.input}'`,
           `use ${o.input.slice(2)}`,
         );
@@ -315,7 +315,7 @@ class Overrides {
       if (o.kind === "delete") {
         const v = o.value;
         if (v !== undefined && v !== null && typeof v !== "string") {
-          throw new BasedError(`'${o.input}': a config group deletion takes an option name`);
+          throw new ConfigError(`'${o.input}': a config group deletion takes an option name`);
         }
         this.deletions.set(key, {
           name: typeof v === "string" && v !== "" ? stripExt(v) : null,
@@ -331,7 +331,7 @@ class Overrides {
         value = (v as string[]).map(stripExt);
       } else if (typeof v === "number" || typeof v === "boolean") value = String(o.raw ?? v);
       else {
-        throw new BasedError(
+        throw new ConfigError(
           `'${o.input}': a config group choice must be a name or a list of names`,
         );
       }
@@ -379,7 +379,7 @@ class Overrides {
     const name = Array.isArray(d.value) ? d.value : nameOf(d);
     if (!this.known.has(key)) this.known.set(key, name);
     else if (JSON.stringify(this.known.get(key)) !== JSON.stringify(name)) {
-      throw new BasedError(
+      throw new ConfigError(
         `multiple values for config group '${key}'`,
         `to change it use 'override ${key}: ${name}' in the defaults list`,
       );
@@ -417,14 +417,14 @@ class Overrides {
         const near = rankByDistance(group, repo.groups()).slice(0, 5);
         hint = `no config group '${group}'; groups: ${near.join(", ")}`;
       }
-      throw new BasedError(
+      throw new ConfigError(
         `${where}cannot choose '${key}=${shown}': '${key}' is not in the defaults list`,
         hint,
       );
     }
     for (const [key, del] of this.deletions) {
       if (!del.used) {
-        throw new BasedError(
+        throw new ConfigError(
           `cannot delete '${
             del.name === null ? key : `${key}=${del.name}`
           }': no match in the defaults list`,
@@ -440,7 +440,7 @@ function validateSelf(parent: Def, defaults: Def[], file: string): void {
   for (const d of defaults) {
     if (!d.override) hasNonOverride = true;
     if (d.self) {
-      if (hasSelf) throw new BasedError(`${file}: '_self_' appears twice in the defaults list`);
+      if (hasSelf) throw new ConfigError(`${file}: '_self_' appears twice in the defaults list`);
       hasSelf = true;
     }
   }
@@ -480,7 +480,7 @@ class Composer {
       ? ` (in ${this.repo.displayName(parent)})`
       : "";
     if (d.primary) {
-      throw new BasedError(
+      throw new ConfigError(
         `cannot find the primary config '${configPath(d)}'`,
         "check the config sources",
       );
@@ -491,21 +491,21 @@ class Composer {
       const opts = this.repo.options(g);
       if (opts.length === 0) {
         const near = rankByDistance(g, this.repo.groups()).slice(0, 8);
-        throw new BasedError(
+        throw new ConfigError(
           `unknown config group '${g}'${inParent}`,
           `groups: ${near.join(", ")}`,
         );
       }
       const ranked = rankByDistance(name, opts);
       const shown = ranked.slice(0, 15).join(", ") + (ranked.length > 15 ? ", ..." : "");
-      throw new BasedError(
+      throw new ConfigError(
         `unknown option '${name}' for config group '${g}'${inParent}`,
         `available: ${shown}`,
       );
     }
     const p = configPath(d);
     const near = rankByDistance(p, this.repo.allConfigs()).slice(0, 5);
-    throw new BasedError(`config '${p}' not found${inParent}`, `closest: ${near.join(", ")}`);
+    throw new ConfigError(`config '${p}' not found${inParent}`, `closest: ${near.join(", ")}`);
   }
 
   expand(tree: Tree, isRoot: boolean): Tree {
@@ -528,7 +528,7 @@ class Composer {
     if (name === null) return tree;
     if (name === "???") {
       const g = groupPath(parent);
-      throw new BasedError(
+      throw new ConfigError(
         `config group '${overrideKey(parent)}' needs a choice`,
         `e.g. ${overrideKey(parent)}=${this.repo.options(g)[0] ?? "<option>"}`,
       );
@@ -543,7 +543,7 @@ class Composer {
       this.#notFound(tree);
     }
     if (this.#stack.includes(path) || this.#stack.length > 64) {
-      throw new BasedError(`defaults list cycle: ${[...this.#stack, path].join(" -> ")}`);
+      throw new ConfigError(`defaults list cycle: ${[...this.#stack, path].join(" -> ")}`);
     }
     const file = this.repo.displayName(path);
     const defaults = (loaded.defaults ?? []).map((e) => parseEntry(e, file)).filter((d) =>
@@ -572,7 +572,7 @@ class Composer {
         this.ov.setKnownChoice(d);
         for (const item of [...d.value].reverse()) {
           if (item.includes("${")) {
-            throw new BasedError(`${file}: interpolations in option lists are not supported`);
+            throw new ConfigError(`${file}: interpolations in option lists are not supported`);
           }
           const node: Def = {
             kind: "config",
@@ -601,7 +601,7 @@ class Composer {
       if (d.self) continue;
       setParent(d, groupPath(parent), finalPackage(parent));
       if (last && !(d.override || d.externalAppend)) {
-        throw new BasedError(
+        throw new ConfigError(
           `in '${parentPath}': '${describeDef(last)}' comes before '${describeDef(d)}'`,
           "overrides must be at the end of the defaults list",
         );
@@ -610,7 +610,7 @@ class Composer {
         last = d;
         this.ov.addOverride(parentPath, d);
       } else if (d.kind === "config" && d.override) {
-        throw new BasedError(`in '${parentPath}': 'override' needs a config group`);
+        throw new ConfigError(`in '${parentPath}': 'override' needs a config group`);
       }
     }
   }
@@ -653,7 +653,7 @@ class Composer {
     for (const r of out) {
       if (r.isSelf || r.overrideKey === undefined) continue;
       if (seen.has(r.overrideKey)) {
-        throw new BasedError(
+        throw new ConfigError(
           `config group '${r.overrideKey}' appears more than once in the final defaults list`,
           "use 'override' to change a choice",
         );
@@ -739,9 +739,9 @@ export interface Composition {
 }
 
 /** Builds the defaults list and merges the files (no key overrides, no resolution). */
-export function composeRaw(overrides: string[], opts: ComposeOptions = {}): Composition {
+export function composeRaw(overrides: string[], opts: ComposeOptions): Composition {
   return guard(() => {
-    const sources = [...(opts.extraSources ?? []), ...(opts.sources ?? [bundleSource()])];
+    const sources = [...(opts.extraSources ?? []), ...opts.sources];
     const repo = new Repo(sources);
     const parsed = overrides.map(parseOverride);
     const c = new Composer(repo, parsed);
@@ -759,7 +759,7 @@ export function composeRaw(overrides: string[], opts: ComposeOptions = {}): Comp
       const v = c.ov.known.get(g);
       if (v === undefined || v === null || (Array.isArray(v) && v.length === 0)) {
         const opts_ = repo.options(g);
-        throw new BasedError(
+        throw new ConfigError(
           `no ${g} chosen`,
           `choose one: ${g}=${opts_.slice(0, 6).join(` | ${g}=`)}${
             opts_.length > 6 ? " | ..." : ""
@@ -786,11 +786,11 @@ export function composeRaw(overrides: string[], opts: ComposeOptions = {}): Comp
 }
 
 /**
- * Composes the config as `based train OVERRIDES...` sees it: the defaults
+ * Composes the config as a Hydra app's command line sees it: the defaults
  * tree from `config.yaml`, group choices and key overrides from the command
- * line, `__` keys removed, every interpolation resolved. Throws BasedError.
+ * line, `__` keys removed, every interpolation resolved. Throws ConfigError.
  */
-export function composeConfig(overrides: string[], opts: ComposeOptions = {}): Config {
+export function composeConfig(overrides: string[], opts: ComposeOptions): Config {
   return guard(() => {
     const comp = composeRaw(overrides, opts);
     const ctx: ResolveContext = {

@@ -1,5 +1,6 @@
 /**
- * The token cache (spec §5.3).
+ * The token cache (the reference's, `process_dataset` in
+ * `train/datamodules/language_modeling_hf.py`; docs/reference.md, Data).
  *
  * Layout, interchangeable with the reference:
  *

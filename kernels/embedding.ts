@@ -1,5 +1,6 @@
 /**
- * Token embedding (spec §2.1, §3.7): out[n, :] = weight[ids[n], :].
+ * Token embedding (flash-attention `GPT2Embeddings`, without positions): out[n, :] = weight[ids[n],
+ * :].
  *
  * Forward: one thread per output element (a gather; row-contiguous reads).
  *

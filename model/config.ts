@@ -134,7 +134,9 @@ function viewOf(name: string, where: string): LinearAttentionView {
   }
 }
 
-/** Builds the model configuration from `model.config` (spec §2). */
+/**
+ * Builds the model configuration from `model.config` (`based/models/gpt.py`, docs/reference.md).
+ */
 export function modelConfigFromCfg(c: Obj, maxLength?: number): BasedConfig {
   const nEmbd = size(c, "n_embd");
   const nLayer = size(c, "n_layer");

@@ -1,5 +1,5 @@
 /**
- * Optimizer parameter groups (spec §4.2), a pure re-statement of the
+ * Optimizer parameter groups, a pure re-statement of the
  * reference's `train/optim/param_grouping.py::group_parameters_for_optimizer`
  * for the module kinds a Based model has:
  *

@@ -1,5 +1,6 @@
 /**
- * Learning-rate schedules (spec §4.3): timm's CosineLRScheduler with warmup
+ * Learning-rate schedules (the reference's
+ * `train/optim/timm_lr_scheduler.py::TimmCosineLRScheduler`): timm's CosineLRScheduler with warmup
  * (`timm/scheduler/cosine_lr.py::_get_lr`, `t_in_epochs: false`) and a
  * constant schedule. `lrAt(t, s)` is f(t) where t = optimizer steps done so
  * far: optimizer step s (1-based) uses `lrAt(s - 1, sched)`, because the

@@ -1,5 +1,6 @@
 /**
- * Data parallelism over processes (`trainer.devices = N`, spec §4.1, §4.5):
+ * Data parallelism over processes (`trainer.devices = N`; the reference's DDP
+ * semantics, docs/reference.md, Training):
  * one process per device, launched by `mpirun -np N`; every process holds the
  * whole model, reads its own shard of the data (the TrainSampler's
  * DistributedSampler layout) and, after its accumulation loop, the gradients

@@ -163,7 +163,7 @@ export function param(e: Engine, data: F64, shape: number[]): Tensor {
 export const REPO = new URL("..", import.meta.url).pathname;
 
 /**
- * The shared folder beside the checkout (spec, fixtures, data), overridable
+ * The shared folder beside the checkout (fixtures, data), overridable
  * with BASED_SHARED_DIR.
  */
 export const SHARED = Deno.env.get("BASED_SHARED_DIR") ??

@@ -20,7 +20,7 @@ const SKIP = new Set(["node_modules", "dist", ".cache", ".device", "runs", ".git
 const LAYERS: Record<string, string[]> = {
   "errors.ts": [],
   "tensor/": ["errors.ts"],
-  "config/": ["errors.ts", "configs/"],
+  "config/": [],
 };
 
 function walk(root: string, dir = ""): string[] {

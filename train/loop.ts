@@ -1,5 +1,6 @@
 /**
- * The training loop (spec §4): micro-batches with gradient accumulation,
+ * The training loop (the reference's `train/tasks/seq.py` under Lightning;
+ * docs/reference.md, Training): micro-batches with gradient accumulation,
  * global-norm clipping, AdamW with the timm cosine schedule, validation every
  * val_check_interval, test at the end, crash-safe checkpoints and resume.
  * A step is recorded into one command encoder per micro-batch upload; the
@@ -66,7 +67,9 @@ function uploadBatch(
   };
 }
 
-/** Token-weighted mean loss over a split (spec §4.6); one readback at the end. */
+/**
+ * Token-weighted mean loss over a split (`train/metrics/perplexity.py`); one readback at the end.
+ */
 export async function evaluate(
   e: Engine,
   model: BasedLM,
@@ -276,7 +279,7 @@ async function trainWith(
         const b = uploadBatch(e, dm.train, sampler.next(), L);
         try {
           tidy(() => {
-            // each micro-batch's loss is its token mean, backpropagated / accumulate (spec §4.1)
+            // each micro-batch's loss is its token mean, backpropagated / accumulate (as Lightning)
             const loss = model.loss(b, { gradScale: 1 / (b.B * L * S.accumulate) });
             backward(loss);
             accumulate(lossSum, loss);

@@ -125,7 +125,8 @@ export function readSettings(cfg: Config, cwd: string): TrainSettings {
     throw new BasedError(`trainer.accumulate_grad_batches must be ≥ 1, got ${accumulate}`);
   }
   const vci = cfgNum(c, "trainer.val_check_interval", 1.0);
-  // counted in micro-batches (spec §4.5); fractions of an epoch are resolved by the loop's caller
+  // counted in micro-batches (as Lightning does); fractions of an epoch are resolved by the loop's
+  // caller
   const valEvery = Number.isInteger(vci) && vci >= 1
     ? Math.max(1, Math.round(vci / accumulate))
     : 0;

@@ -1,16 +1,16 @@
 /**
- * Float64 CPU references of Based linear attention (spec §2.6, §3) and the
- * Taylor feature map, forward and backward; the training views' own float64
- * algorithms are in reference_views.ts:
+ * Float64 CPU references of Based linear attention (docs/reference.md, Linear
+ * attention) and the Taylor feature map, forward and backward; the training
+ * views' own float64 algorithms are in reference_views.ts:
  *
- * - `reference` / `referenceBackward`: the definition and the §3.0 gradient,
+ * - `reference` / `referenceBackward`: the definition and the reference gradient,
  *   written directly in the scores s_ij (no feature map).
- * - `quadratic*` (§3.1): φ applied, A = tril(φ(q) φ(k)ᵀ), N = A V, the
- *   denominator φ(q)·cumsum φ(k); the backward of that graph plus φ's backward.
- * - `cumsum*` (§3.2): the causal dot product's running state S = Σ φ(k) vᵀ and
- *   the reverse scan R for the backward.
- * - `chunked*` (§3.3(b)): fused_chunk states H0/H1/H2, Z0/Z1/Z2 carried across
- *   chunks of `chunk` tokens, the two-sweep backward.
+ * - `quadratic*` (`LinearAttention.parallel_forward`): φ applied, A = tril(φ(q) φ(k)ᵀ), N = A V,
+ *   the denominator φ(q)·cumsum φ(k); the backward of that graph plus φ's backward.
+ * - `cumsum*` (`train/csrc/causal_dot_prod/causal_attention.py`): the causal dot product's running
+ *   state S = Σ φ(k) vᵀ and the reverse scan R for the backward.
+ * - `chunked*` (flash-linear-attention `fla/ops/based/chunk_fuse.py`): fused_chunk states H0/H1/H2,
+ *   Z0/Z1/Z2 carried across chunks of `chunk` tokens, the two-sweep backward.
  *
  * Layout: token-major like the GPU ops, q, k: [B, L, H, F], v, y: [B, L, H, D],
  * den (Σ_j A_ij, without ε): [B, L, H].
@@ -147,7 +147,7 @@ export function taylorFeatureMap(x: F64, F: number): F64 {
   return out;
 }
 
-/** gx_a = g1_a/F^¼ + Σ_b (g2_ab + g2_ba) x_b / (√2·√F) (spec §3.1). */
+/** gx_a = g1_a/F^¼ + Σ_b (g2_ab + g2_ba) x_b / (√2·√F). */
 export function taylorFeatureMapBackward(x: F64, g: F64, F: number): F64 {
   const n = x.length / F, W = featureWidth(F);
   const r4 = Math.pow(F, 0.25), r2 = Math.SQRT2 * Math.sqrt(F);
@@ -165,7 +165,7 @@ export function taylorFeatureMapBackward(x: F64, g: F64, F: number): F64 {
   return gx;
 }
 
-// ------------------------------------------------------------------ definition and §3.0
+// ------------------------------------------------------------------ definition and gradient
 
 function refHead(q: F64, k: F64, v: F64, L: number, F: number, D: number, eps: number) {
   const c = 1 / Math.sqrt(F);
@@ -189,7 +189,7 @@ export function reference(q: F64, k: F64, v: F64, s: LaShape, eps = 1e-12): LaFo
   return perHeadForward(q, k, v, s, (a, b, c, L, F, D) => refHead(a, b, c, L, F, D, eps));
 }
 
-/** The §3.0 reference gradient of Σ y·dy. */
+/** The reference gradient of Σ y·dy (docs/reference.md, Linear attention). */
 export function referenceBackward(
   q: F64,
   k: F64,
@@ -227,7 +227,7 @@ export function referenceBackward(
   });
 }
 
-// ------------------------------------------------------------------ §3.5 recurrent
+// ------------------------------------------------------------------ recurrent
 
 /**
  * Recurrent view: from an empty state, per token t: kv += v_t φ(k_t)ᵀ,

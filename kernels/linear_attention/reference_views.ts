@@ -14,7 +14,7 @@ import {
   taylorFeatureMapBackward,
 } from "./reference.ts";
 
-// ------------------------------------------------------------------ §3.1 quadratic
+// ------------------------------------------------------------------ quadratic
 
 function quadHead(q: F64, k: F64, v: F64, L: number, F: number, D: number, eps: number) {
   const W = featureWidth(F);
@@ -50,7 +50,10 @@ function quadHead(q: F64, k: F64, v: F64, L: number, F: number, D: number, eps: 
   return { Q, K, A, N, Kc, den, z, y };
 }
 
-/** §3.1: A = tril(φ(q) φ(k)ᵀ), y = (A v) / (φ(q)·cumsum φ(k) + ε). */
+/**
+ * `LinearAttention.parallel_forward` (quadratic): A = tril(φ(q) φ(k)ᵀ), y = (A v) / (φ(q)·cumsum
+ * φ(k) + ε).
+ */
 export function quadraticForward(q: F64, k: F64, v: F64, s: LaShape, eps = 1e-12): LaForward {
   return perHeadForward(q, k, v, s, (a, b, c, L, F, D) => {
     const r = quadHead(a, b, c, L, F, D, eps);
@@ -58,7 +61,7 @@ export function quadraticForward(q: F64, k: F64, v: F64, s: LaShape, eps = 1e-12
   });
 }
 
-/** The backward of the §3.1 graph (what autograd produces), then φ's backward. */
+/** The backward of the quadratic graph (what autograd produces), then φ's backward. */
 export function quadraticBackward(
   q: F64,
   k: F64,
@@ -119,7 +122,7 @@ export function quadraticBackward(
   });
 }
 
-// ------------------------------------------------------------------ §3.2 cumsum
+// ------------------------------------------------------------------ cumsum
 
 function cumsumHead(q: F64, k: F64, v: F64, L: number, F: number, D: number, eps: number) {
   const W = featureWidth(F);
@@ -146,7 +149,10 @@ function cumsumHead(q: F64, k: F64, v: F64, L: number, F: number, D: number, eps
   return { Q, K, num, den, z, y };
 }
 
-/** §3.2: num_i = S_iᵀ φ(q_i), S_i = Σ_{j≤i} φ(k_j) v_jᵀ; y = num / (φ(q)·cumsum φ(k) + ε). */
+/**
+ * `CausalDotProduct` (linear): num_i = S_iᵀ φ(q_i), S_i = Σ_{j≤i} φ(k_j) v_jᵀ; y = num /
+ * (φ(q)·cumsum φ(k) + ε).
+ */
 export function cumsumForward(q: F64, k: F64, v: F64, s: LaShape, eps = 1e-12): LaForward {
   return perHeadForward(q, k, v, s, (a, b, c, L, F, D) => {
     const r = cumsumHead(a, b, c, L, F, D, eps);
@@ -155,7 +161,7 @@ export function cumsumForward(q: F64, k: F64, v: F64, s: LaShape, eps = 1e-12): 
 }
 
 /**
- * §3.2 backward: gQ_i = S_i g_i (forward scan), R_j = Σ_{i≥j} φ(q_i) g_iᵀ
+ * `CausalDotProduct` backward: gQ_i = S_i g_i (forward scan), R_j = Σ_{i≥j} φ(q_i) g_iᵀ
  * (reverse scan), gK_j = R_j v_j, gV_j = R_jᵀ φ(k_j); the denominator's terms
  * gden_i cumsum φ(k) and the reverse cumsum of gden_i φ(q_i) added.
  */
@@ -220,7 +226,7 @@ export function cumsumBackward(
   });
 }
 
-// ------------------------------------------------------------------ §3.3(b) chunked
+// ------------------------------------------------------------------ chunked (fla fused_chunk)
 
 interface ChunkStates {
   H0: F64;
@@ -242,7 +248,7 @@ function newStates(F: number, D: number): ChunkStates {
   };
 }
 
-/** o_i (D) and z_i of the §3.3(b) forward for every row, chunk by chunk. */
+/** o_i (D) and z_i of the fused_chunk forward for every row, chunk by chunk. */
 function chunkHead(
   q: F64,
   k: F64,
@@ -306,7 +312,7 @@ function chunkHead(
   return { o, z };
 }
 
-/** §3.3(b) fused_chunk forward with chunk size `chunk` (fla uses 16). */
+/** `fla/ops/based/chunk_fuse.py` fused_chunk forward with chunk size `chunk` (fla uses 16). */
 export function chunkedForward(
   q: F64,
   k: F64,
@@ -325,7 +331,7 @@ export function chunkedForward(
   });
 }
 
-/** §3.3(b) two-sweep backward (forward sweep: dq; reverse sweep: dk, dv). */
+/** fused_chunk's two-sweep backward (forward sweep: dq; reverse sweep: dk, dv). */
 export function chunkedBackward(
   q: F64,
   k: F64,

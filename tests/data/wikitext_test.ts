@@ -75,7 +75,7 @@ Deno.test("wikitext: first row of WikiText-103 test is ' = Robert Boulter = \\n'
   assertEquals([...t.subarray(0, 9)], [796, 5199, 347, 2852, 353, 796, 220, 198, EOS]);
 });
 
-// ---------------------------------------------------------------- row rule (§5.1)
+// ---------------------------------------------------------------- row rule (the HF wikitext rows)
 
 Deno.test("wikitext: .tokens rows split after each \\n, whitespace-only lines become ''", () => {
   const text = " = T = \n \n\n \t \n a b \n\u3000\n last line no newline";

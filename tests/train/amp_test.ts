@@ -6,7 +6,8 @@
  */
 import { deepStrictEqual as assertEquals, ok as assert, throws } from "node:assert/strict";
 import { join } from "node:path";
-import { composeConfig, type Config } from "../../config/mod.ts";
+import type { Config } from "../../config/mod.ts";
+import { composeConfig } from "../../configs/mod.ts";
 import { BasedLM } from "../../model/based.ts";
 import { modelConfigFromCfg } from "../../model/config.ts";
 import { AdamW } from "../../optim/adamw.ts";
