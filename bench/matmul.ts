@@ -10,6 +10,7 @@
 import type { Engine } from "../tensor/engine.ts";
 import {
   configName,
+  F16_FLUSH,
   gemm,
   type GemmShape,
   type MatmulConfig,
@@ -27,6 +28,8 @@ export interface MatmulBenchRow {
   tflops: number;
   /** the tile config that ran */
   config: string;
+  /** "f32", or "f16" (f16 inputs, f32 output) */
+  precision: "f32" | "f16";
 }
 
 /** [m, n, k, transA, transB] (transposes as 0/1, default 0). */
@@ -87,8 +90,10 @@ export async function timeGemm(
 ): Promise<{ ms: number; tflops: number; config: string }> {
   const { m, n, k, transA, transB } = s;
   const seedA = seedCounter++, seedB = seedCounter++;
-  const a = randomTensor(e, [m * k], seedA);
-  const b = randomTensor(e, [k * n], seedB);
+  const dt = s.f16 ? "f16" : "f32";
+  const a = randomTensor(e, [m * k], seedA, 1, dt);
+  const b = randomTensor(e, [k * n], seedB, 1, dt);
+  const val = s.f16 ? (seed: number, i: number) => Math.f16round(valueJs(seed, i)) : valueJs;
   const c = e.empty([m, n]);
   const cfg = opts.config ?? selectMatmulConfig(e, s);
   const call = () => gemm(c, a, b, { m, n, k, transA, transB, config: cfg });
@@ -101,13 +106,19 @@ export async function timeGemm(
       const i = Math.floor(Math.random() * m), j = Math.floor(Math.random() * n);
       let want = 0, absSum = 0;
       for (let p = 0; p < k; p++) {
-        const av = valueJs(seedA, transA ? p * m + i : i * k + p);
-        const bv = valueJs(seedB, transB ? j * k + p : p * n + j);
+        const av = val(seedA, transA ? p * m + i : i * k + p);
+        const bv = val(seedB, transB ? j * k + p : p * n + j);
         want += av * bv;
         absSum += Math.abs(av * bv);
       }
-      // fp32 dot product of k terms: |err| ≤ γ_k·Σ|a||b| (any order, with or without fma)
-      const bound = (k + 4) * 2 ** -24 * 1.001 * absSum;
+      // fp32 dot product of k terms: |err| ≤ γ_k·Σ|a||b| (any order, with or without fma);
+      // f16 (inputs exact, as rounded): L-product f16 partial sums, summed in f32
+      // (tests/kernels/matmul_f16_test.ts derives it), plus f16 subnormal rounding
+      const L = Math.min(cfg.flush ?? F16_FLUSH, k);
+      const bound = s.f16
+        ? (L * 2 ** -11 + (Math.ceil(k / L) + 4 + Math.max(cfg.splitK, 0)) * 2 ** -24) * 1.01 *
+            absSum + k * 2 ** -25
+        : (k + 4) * 2 ** -24 * 1.001 * absSum;
       const d = Math.abs(got[i * n + j] - want);
       if (!(d <= bound)) {
         throw new Error(
@@ -152,7 +163,7 @@ export async function timeGemm(
  */
 export async function benchMatmul(
   e: Engine,
-  opts: { sizes?: number[][]; repeats?: number } = {},
+  opts: { sizes?: number[][]; repeats?: number; f16?: boolean } = {},
 ): Promise<MatmulBenchRow[]> {
   const list = opts.sizes
     ? opts.sizes.map((size) => ({
@@ -163,10 +174,19 @@ export async function benchMatmul(
   const rows: MatmulBenchRow[] = [];
   for (const { name, size } of list) {
     const [m, n, k] = size;
-    const shape: GemmShape = { m, n, k, transA: !!size[3], transB: !!size[4], batch: 1 };
+    const shape: GemmShape = {
+      m,
+      n,
+      k,
+      transA: !!size[3],
+      transB: !!size[4],
+      batch: 1,
+      f16: !!opts.f16,
+    };
     if (Math.max(m * k, k * n, m * n) * 4 > e.maxBinding) continue;
     const r = await timeGemm(e, shape, { repeats: opts.repeats });
-    rows.push({ name, m, n, k, ms: r.ms, tflops: r.tflops, config: r.config });
+    const precision = opts.f16 ? "f16" : "f32";
+    rows.push({ name, m, n, k, ms: r.ms, tflops: r.tflops, config: r.config, precision });
   }
   return rows;
 }
@@ -183,13 +203,18 @@ export async function tuneMatmul(
 ): Promise<{ config: MatmulConfig; ms: number; tflops: number }[]> {
   const out: { config: MatmulConfig; ms: number; tflops: number }[] = [];
   for (const config of candidates) {
-    const r = await timeGemm(e, shape, {
-      config,
-      repeats: opts.repeats ?? 3,
-      checks: 8,
-      targetMs: 10,
-    });
-    out.push({ config, ms: r.ms, tflops: r.tflops });
+    try {
+      const r = await timeGemm(e, shape, {
+        config,
+        repeats: opts.repeats ?? 3,
+        checks: 8,
+        targetMs: 10,
+      });
+      out.push({ config, ms: r.ms, tflops: r.tflops });
+    } catch (err) {
+      // a candidate that fails to compile or to check is not a candidate (logged, skipped)
+      console.log(`tune: ${configName(config)} skipped: ${(err as Error).message.slice(0, 200)}`);
+    }
   }
   return out.sort((x, y) => x.ms - y.ms);
 }

@@ -29,8 +29,18 @@ export interface BenchOptions {
   profile?: boolean;
   /** only matmul shapes whose name contains this (tuning and the matmul benchmark) */
   filter?: string;
-  /** trainer.precision of the step benchmark (32 default, 16-mixed: f16 mixed precision) */
+  /** precision of the matmul and step benchmarks: 32 (default) or 16-mixed (f16 inputs, f32
+   * accumulation; the step: f16 mixed precision with loss scaling) */
   precision?: string;
+  /** PyTorch matmul anchors measured on this machine (dev/torch_matmul.py's JSON) */
+  anchors?: string;
+}
+
+/** `--precision` of the matmul benchmark: true for f16 inputs. */
+export function benchF16(precision = "32"): boolean {
+  if (["32", "32-true"].includes(precision)) return false;
+  if (["16", "16-mixed", "bf16", "bf16-mixed"].includes(precision)) return true;
+  throw new Error(`bench --precision ${precision}: use 32 or 16-mixed`);
 }
 
 /** PyTorch fp32 (no TF32) linear-attention fwd+bwd at B8 H16 (issue 5), ms. */
@@ -49,12 +59,13 @@ async function tune(
   log: (s: string) => void,
   quick: boolean,
   filter?: string,
+  f16 = false,
 ): Promise<void> {
   const sizes = defaultMatmulSizes(e.maxBinding).filter((s) => !filter || s.name.includes(filter));
   for (const { name, size } of sizes) {
     const [m, n, k] = size;
     if (Math.max(m * k, k * n, m * n) * 4 > e.maxBinding) continue;
-    const shape = { m, n, k, transA: !!size[3], transB: !!size[4], batch: 1 };
+    const shape = { m, n, k, transA: !!size[3], transB: !!size[4], batch: 1, f16 };
     const cands = matmulConfigs(e, shape);
     const ranked = await tuneMatmul(e, shape, quick ? cands.slice(0, 3) : cands);
     if (!ranked.length) continue;
@@ -85,7 +96,11 @@ export async function runBench(opts: BenchOptions): Promise<void> {
   log(`adapter: ${e.info.name} (${e.info.backend})${quick ? " [quick sizes]" : ""}`);
   const cached = await loadTuningCache(e);
   if (cached) log(`matmul tuning: ${cached} entries from the cache`);
-  if (opts.tune) await tune(e, log, quick, opts.filter);
+  const f16 = benchF16(opts.precision);
+  if (f16 && !e.hasF16) {
+    throw new Error("bench --precision 16-mixed: this adapter has no shader-f16");
+  }
+  if (opts.tune) await tune(e, log, quick, opts.filter, f16);
   const flush = () => {
     if (rows.length) log(formatRows(rows.splice(0)));
   };
@@ -107,6 +122,7 @@ export async function runBench(opts: BenchOptions): Promise<void> {
       ? [[256, 256, 256, 0, 0], [256, 256, 256, 0, 1], [256, 256, 256, 1, 0], [256, 256, 256, 1, 1]]
       : undefined;
     const r = await benchMatmul(e, {
+      f16,
       sizes: sizes ??
         (opts.filter
           ? defaultMatmulSizes(e.maxBinding).filter((s) => s.name.includes(opts.filter!)).map((s) =>
@@ -115,13 +131,25 @@ export async function runBench(opts: BenchOptions): Promise<void> {
           : undefined),
     });
     results.matmul = r;
+    // PyTorch on this machine: {fp32: {name: TFLOP/s}, fp16: {...}} (dev/torch_matmul.py)
+    const anchors = opts.anchors
+      ? JSON.parse(await Deno.readTextFile(opts.anchors)) as Record<string, Record<string, number>>
+      : null;
+    if (anchors) results.matmulAnchors = anchors;
     for (const m of r) {
+      const a = anchors?.[f16 ? "fp16" : "fp32"]?.[m.name];
       rows.push({
-        name: `matmul ${m.name} [${m.config}]`,
+        name: `matmul ${f16 ? "f16" : "f32"} ${m.name} [${m.config}]`,
         value: m.tflops,
         unit: "TFLOP/s",
-        limit: H200.cublasFp32TFlops,
-        limitName: "cuBLAS fp32",
+        limit: f16 ? H200.f16PeakTFlops : H200.fp32PeakTFlops,
+        limitName: f16 ? "packed f16 FMA peak" : "fp32 FMA peak",
+        anchor: a,
+        anchorName: a
+          ? (f16 ? "torch fp16, tensor cores" : "torch fp32, TF32 off")
+          : anchors
+          ? "(not measured)"
+          : undefined,
       });
     }
     flush();

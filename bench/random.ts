@@ -46,9 +46,33 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
 }`,
 });
 
-/** A tensor of hash values in [-scale, scale) (uniform; variance scale²/3). */
-export function randomTensor(e: Engine, shape: number[], seed: number, scale = 1): Tensor {
-  const t = e.empty(shape);
-  e.run(FILL, { x: t }, { n: t.size, seed, scale }, grid1d(t.size));
+/** The same values rounded to f16 (one f16 per invocation). */
+const FILL_F16 = defineKernel({
+  name: "bench_fill_hash_f16",
+  params: { n: "u32", seed: "u32", scale: "f32" },
+  bindings: { x: { access: "rw", type: "array<f16>" } },
+  f16: true,
+  code: `${HASH_WGSL}
+@compute @workgroup_size(256)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_index) lid: u32) {
+  let i = (wid.y * nwg.x + wid.x) * 256u + lid;
+  if (i < P.n) { x[i] = f16((f32(hash(i ^ (P.seed * 0x9e3779b9u)) >> 8u) * exp2(-23.0) - 1.0) * P.scale); }
+}`,
+});
+
+/**
+ * A tensor of hash values in [-scale, scale) (uniform; variance scale²/3);
+ * f16: rounded to nearest (the host's value is `Math.f16round(valueJs(...))` at scale 1).
+ */
+export function randomTensor(
+  e: Engine,
+  shape: number[],
+  seed: number,
+  scale = 1,
+  dtype: "f32" | "f16" = "f32",
+): Tensor {
+  const t = e.empty(shape, dtype);
+  e.run(dtype === "f16" ? FILL_F16 : FILL, { x: t }, { n: t.size, seed, scale }, grid1d(t.size));
   return t;
 }

@@ -17,6 +17,9 @@ export interface BenchRow {
   limitName: string;
   /** true when smaller is better (times) */
   lowerIsBetter?: boolean;
+  /** a second reference measured on the same machine (e.g. PyTorch), shown in its own column */
+  anchor?: number;
+  anchorName?: string;
 }
 
 /** measured / limit, oriented so that 1.0 means "at the limit" and > 1 beats it. */
@@ -25,13 +28,25 @@ export function ratio(r: BenchRow): number {
 }
 
 export function formatRows(rows: BenchRow[]): string {
+  const anchors = rows.some((r) => r.anchorName);
   const head = ["benchmark", "measured", "limit / anchor", "ratio"];
-  const body = rows.map((r) => [
-    r.name,
-    `${fmt(r.value)} ${r.unit}`,
-    `${fmt(r.limit)} ${r.unit} (${r.limitName})`,
-    `${ratio(r).toFixed(2)}x`,
-  ]);
+  if (anchors) head.push("same machine", "ratio");
+  const body = rows.map((r) => {
+    const row = [
+      r.name,
+      `${fmt(r.value)} ${r.unit}`,
+      `${fmt(r.limit)} ${r.unit} (${r.limitName})`,
+      `${ratio(r).toFixed(2)}x`,
+    ];
+    if (anchors) {
+      const a = r.anchor;
+      row.push(
+        a ? `${fmt(a)} ${r.unit} (${r.anchorName})` : "",
+        a ? `${ratio({ ...r, limit: a }).toFixed(2)}x` : "",
+      );
+    }
+    return row;
+  });
   const w = head.map((h, i) => Math.max(h.length, ...body.map((b) => b[i].length)));
   const line = (c: string[]) => c.map((x, i) => x.padEnd(w[i])).join("  ");
   return [line(head), line(w.map((n) => "-".repeat(n))), ...body.map(line)].join("\n");
@@ -49,5 +64,8 @@ function fmt(v: number): string {
 export const H200 = {
   copyTBps: 4.23,
   cublasFp32TFlops: 51.1,
+  /** vendor datasheet: plain fp32 FMA peak; packed f16 (HFMA2) twice that */
+  fp32PeakTFlops: 67,
+  f16PeakTFlops: 134,
   torchStepFp32TokS: 15841,
 };

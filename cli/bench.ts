@@ -21,9 +21,10 @@ export function benchCommand(program: Command): void {
     .option("--filter <text>", "only matmul shapes whose name contains this (with --tune too)")
     .option(
       "--precision <p>",
-      `precision of the step benchmark: ${PRECISIONS.join(", ")} (default 32)`,
+      `precision of the matmul and step benchmarks: ${PRECISIONS.join(", ")} (default 32)`,
       oneOf(PRECISIONS),
     )
+    .option("--anchors <file>", "PyTorch matmul figures of this machine (dev/torch_matmul.py)")
     .action(async (opts: import("../bench/mod.ts").BenchOptions) => {
       const { runBench } = await import("../bench/mod.ts");
       await runBench(opts);

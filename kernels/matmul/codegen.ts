@@ -22,6 +22,15 @@
  * other buffer; one barrier per tile. Split-K is a host-side matter: slice z
  * of the grid covers K range [s·kSplit, (s+1)·kSplit) and writes its own
  * output slab (strideOut), which a separate pass sums in a fixed order.
+ *
+ * f16 inputs (`MatmulVariant.f16`): A and B are f16 in global and workgroup
+ * memory (vec4<f16> rows: half the bytes of every load and shared read); the
+ * inner loop is the same with packed f16 FMAs (vec4<f16>, two HFMA2 each)
+ * into f16 partial sums, which are added into the f32 accumulators every
+ * `flush` products along K (config.flush; default F16_FLUSH) and at the end.
+ * The output, bias, alpha and beta stay f32. The flush length bounds the
+ * error: dev/f16_flush_error.ts measures it against float64 (docs in
+ * BENCHMARKS.md); 16-64 stay under the error of bf16 input rounding.
  */
 
 /** A tile configuration: what an autotuner picks per adapter and shape. */
@@ -46,7 +55,19 @@ export interface MatmulConfig {
   warp: boolean;
   /** split-K slices: 0 = automatic, 1 = none, s > 1 = s slices summed in a fixed order */
   splitK: number;
+  /**
+   * f16 kernels only: K products summed in f16 before they are added into the
+   * f32 accumulators (a divisor or a multiple of bk; default F16_FLUSH)
+   */
+  flush?: number;
+  /** f16 kernels only: partial sums as vec2<f16> pairs (one packed FMA each) instead of vec4 */
+  h2?: boolean;
 }
+
+/** Default flush length of the f16 kernels (products per f16 partial sum). */
+export const F16_FLUSH = 32;
+/** Flush lengths the tuner may choose (all measured at or under bf16 input rounding's error). */
+export const F16_FLUSHES = [16, 32, 64] as const;
 
 /** What a generated kernel is specialised for besides the tile config. */
 export interface MatmulVariant {
@@ -60,16 +81,19 @@ export interface MatmulVariant {
   beta: boolean;
   /** has a bias binding */
   bias: boolean;
+  /** A and B are f16 (packed f16 FMAs, f16 partial sums flushed into f32); C and bias stay f32 */
+  f16?: boolean;
 }
 
 export function configName(c: MatmulConfig): string {
   return `${c.bm}x${c.bn}x${c.bk}_t${c.tm}x${c.tn}_s${c.stages}${c.warp ? "w" : ""}` +
-    (c.splitK !== 1 ? `_k${c.splitK}` : "");
+    (c.splitK !== 1 ? `_k${c.splitK}` : "") + (c.flush ? `_f${c.flush}` : "") +
+    (c.h2 ? "h2" : "");
 }
 
 export function variantName(v: MatmulVariant): string {
   return `${v.transA ? "T" : "N"}${v.transB ? "T" : "N"}_v${v.vecA}${v.vecB}${v.vecC}` +
-    `${v.beta ? "_beta" : ""}${v.bias ? "_bias" : ""}`;
+    `${v.beta ? "_beta" : ""}${v.bias ? "_bias" : ""}${v.f16 ? "_f16" : ""}`;
 }
 
 /** Threads of a workgroup. */
@@ -77,24 +101,31 @@ export function configThreads(c: MatmulConfig): number {
   return (c.bm / c.tm) * (c.bn / c.tn);
 }
 
+type Layout = Pick<MatmulVariant, "transA" | "transB"> & { f16?: boolean };
+
 /** Workgroup-memory bytes of a config (with the padding of transposed stores, worst case). */
-export function configSharedBytes(c: MatmulConfig, v?: Pick<MatmulVariant, "transA" | "transB">) {
+export function configSharedBytes(c: MatmulConfig, v?: Layout) {
   const padA = v ? (v.transA ? 0 : 1) : 1;
   const padB = v ? (v.transB ? 1 : 0) : 1;
-  return c.stages * c.bk * (c.bm / 4 + padA + c.bn / 4 + padB) * 16;
+  return c.stages * c.bk * (c.bm / 4 + padA + c.bn / 4 + padB) * (v?.f16 ? 8 : 16);
 }
 
 /** Throws when a config cannot be generated; `limits` adds the adapter's limits. */
 export function validateConfig(
   c: MatmulConfig,
   limits?: { threads: number; shared: number },
-  v?: Pick<MatmulVariant, "transA" | "transB">,
+  v?: Layout,
 ): void {
   const bad = (why: string) => {
     throw new Error(`matmul config ${configName(c)}: ${why}`);
   };
   for (const [k, x] of Object.entries(c)) {
-    if (k !== "warp" && (!Number.isInteger(x) || x < 0)) bad(`${k} must be an integer ≥ 0`);
+    if (k !== "warp" && k !== "h2" && x !== undefined && (!Number.isInteger(x) || x < 0)) {
+      bad(`${k} must be an integer ≥ 0`);
+    }
+  }
+  if (c.flush !== undefined && (c.flush <= 0 || (c.bk % c.flush && c.flush % c.bk))) {
+    bad("flush must divide bk or be a multiple of it");
   }
   if (c.tm % 4 || c.tn % 4 || c.tm === 0 || c.tn === 0) bad("tm and tn must be multiples of 4");
   if (c.bm % c.tm || c.bn % c.tn) bad("bm % tm and bn % tn must be 0");
@@ -143,6 +174,8 @@ interface LoaderSpec {
   /** true when the contiguous global axis is K (stored transposed into [k][mn]) */
   kContig: boolean;
   vec: 1 | 4;
+  /** element type: f32 or f16 */
+  el: "f32" | "f16";
   /** WGSL of the M/N bound and the tile origin along M/N */
   bound: string;
   origin: string;
@@ -159,7 +192,7 @@ function loaderCode(L: LoaderSpec, NT: number) {
   // per-slot indices are the first slot's plus constants (fewer live registers)
   const shared = NT % cv === 0 && total % NT === 0;
   const rs = NT / cv;
-  const ty = V === 4 ? "vec4<f32>" : "f32";
+  const ty = V === 4 ? `vec4<${L.el}>` : L.el;
   const decl: string[] = [];
   const setup: string[] = [];
   const load: string[] = [];
@@ -234,6 +267,11 @@ export function genGemm(c: MatmulConfig, v: MatmulVariant): string {
   validateConfig(c, undefined, v);
   const { bm, bn, bk, tm, tn } = c;
   const TX = bn / tn, TY = bm / tm, NT = TX * TY;
+  const el = v.f16 ? "f16" : "f32";
+  const flush = v.f16 ? (c.flush ?? F16_FLUSH) : 0;
+  // f16: flush inside the unrolled tile every `flush` k, or after every flush/bk tiles
+  const flushIn = flush > 0 && flush <= bk;
+  const flushTiles = flush > bk ? flush / bk : 0;
   const SA4 = bm / 4 + (v.transA ? 0 : 1);
   const SB4 = bn / 4 + (v.transB ? 1 : 0);
   const A = loaderCode({
@@ -243,6 +281,7 @@ export function genGemm(c: MatmulConfig, v: MatmulVariant): string {
     cols: v.transA ? bm : bk,
     kContig: !v.transA,
     vec: v.vecA,
+    el,
     bound: "P.M",
     origin: "tileM",
     ld: "P.lda",
@@ -254,6 +293,7 @@ export function genGemm(c: MatmulConfig, v: MatmulVariant): string {
     cols: v.transB ? bk : bn,
     kContig: v.transB,
     vec: v.vecB,
+    el,
     bound: "P.N",
     origin: "tileN",
     ld: "P.ldb",
@@ -264,29 +304,65 @@ export function genGemm(c: MatmulConfig, v: MatmulVariant): string {
   const stores = (buf: number, n: number) =>
     ind([...A.store, ...B.store].map((s) => s.replaceAll("$", `${buf}`)), n);
 
-  // the inner product over one tile, fully unrolled
-  const compute = (buf: number, n: number) => {
+  // f16: add the f16 partial sums into the f32 accumulators and restart them
+  const h2 = !!(v.f16 && c.h2);
+  const flushCode = (() => {
     const out: string[] = [];
+    for (let i = 0; i < tm; i++) {
+      for (let j = 0; j < tn / 4; j++) {
+        out.push(
+          h2
+            ? `c${i}_${j} += vec4<f32>(vec2<f32>(h${i}_${j}l), vec2<f32>(h${i}_${j}h)); ` +
+              `h${i}_${j}l = vec2<f16>(0.0); h${i}_${j}h = vec2<f16>(0.0);`
+            : `c${i}_${j} += vec4<f32>(h${i}_${j}); h${i}_${j} = vec4<f16>(0.0);`,
+        );
+      }
+    }
+    return out.join(" ");
+  })();
+  // the inner product over one tile, fully unrolled; `tile`: WGSL of the tile's index
+  const compute = (buf: number, n: number, tile: string) => {
+    const out: string[] = [];
+    const acc = v.f16 ? "h" : "c";
     for (let k = 0; k < bk; k++) {
       for (let i = 0; i < tm / 4; i++) out.push(`let a${i} = As${buf}[${k}][ia${i}];`);
       for (let j = 0; j < tn / 4; j++) out.push(`let b${j} = Bs${buf}[${k}][ib${j}];`);
       for (let i = 0; i < tm; i++) {
         const a = `a${i >> 2}.${"xyzw"[i & 3]}`;
+        if (h2) {
+          // one packed multiply-add per pair of outputs
+          const f = [`let s${i} = vec2<f16>(${a});`];
+          for (let j = 0; j < tn / 4; j++) {
+            f.push(`h${i}_${j}l = fma(s${i}, b${j}.xy, h${i}_${j}l);`);
+            f.push(`h${i}_${j}h = fma(s${i}, b${j}.zw, h${i}_${j}h);`);
+          }
+          out.push(f.join(" "));
+          continue;
+        }
         for (let j = 0; j < tn / 4; j++) {
-          out.push(`c${i}_${j} = fma(vec4<f32>(${a}), b${j}, c${i}_${j});`);
+          out.push(`${acc}${i}_${j} = fma(vec4<${el}>(${a}), b${j}, ${acc}${i}_${j});`);
         }
       }
       // scope each k so the fragment names can repeat
-      out[out.length - (tm / 4 + tn / 4 + tm * tn / 4)] = "{ " +
-        out[out.length - (tm / 4 + tn / 4 + tm * tn / 4)];
+      const lines = tm / 4 + tn / 4 + (h2 ? tm : tm * tn / 4);
+      out[out.length - lines] = "{ " + out[out.length - lines];
       out[out.length - 1] += " }";
+      if (flushIn && (k + 1) % flush === 0) out.push(flushCode);
     }
+    if (flushTiles) out.push(`if ((${tile} + 1u) % ${flushTiles}u == 0u) { ${flushCode} }`);
     return ind(out, n);
   };
 
   const accs: string[] = [];
   for (let i = 0; i < tm; i++) {
     for (let j = 0; j < tn / 4; j++) accs.push(`var c${i}_${j} = vec4<f32>(0.0);`);
+    for (let j = 0; v.f16 && j < tn / 4; j++) {
+      accs.push(
+        h2
+          ? `var h${i}_${j}l = vec2<f16>(0.0); var h${i}_${j}h = vec2<f16>(0.0);`
+          : `var h${i}_${j} = vec4<f16>(0.0);`,
+      );
+    }
   }
   const frag: string[] = [];
   for (let i = 0; i < tm / 4; i++) frag.push(`let ia${i} = ty + ${i * TY}u;`);
@@ -332,8 +408,8 @@ export function genGemm(c: MatmulConfig, v: MatmulVariant): string {
 
   const smem: string[] = [];
   for (let s = 0; s < c.stages; s++) {
-    smem.push(`var<workgroup> As${s}: array<array<vec4<f32>, ${SA4}>, ${bk}>;`);
-    smem.push(`var<workgroup> Bs${s}: array<array<vec4<f32>, ${SB4}>, ${bk}>;`);
+    smem.push(`var<workgroup> As${s}: array<array<vec4<${el}>, ${SA4}>, ${bk}>;`);
+    smem.push(`var<workgroup> Bs${s}: array<array<vec4<${el}>, ${SB4}>, ${bk}>;`);
   }
 
   const kBase = "kBeg";
@@ -352,7 +428,7 @@ ${stores(0, 4)}
     if (more1) {
       ${loads(`${kBase} + (kt + 1u) * ${bk}u`, 6)}
     }
-${compute(0, 4)}
+${compute(0, 4, "kt")}
     if (more1) {
 ${stores(1, 6)}
     }
@@ -362,7 +438,7 @@ ${stores(1, 6)}
     if (more2) {
       ${loads(`${kBase} + (kt + 2u) * ${bk}u`, 6)}
     }
-${compute(1, 4)}
+${compute(1, 4, "(kt + 1u)")}
     if (more2) {
 ${stores(0, 6)}
     }
@@ -382,7 +458,7 @@ ${stores(0, 4)}
     if (kt + 1u < nT) {
       ${loads(`${kBase} + (kt + 1u) * ${bk}u`, 6)}
     }
-${compute(0, 4)}
+${compute(0, 4, "kt")}
     workgroupBarrier();
     kt += 1u;
   }`;
@@ -412,6 +488,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   ${frag.join("\n  ")}
   ${accs.join("\n  ")}
 ${loop}
+  ${v.f16 ? flushCode : ""}
   ${epi.join("\n  ")}
 }
 `;

@@ -12,6 +12,11 @@
  * compiler is slow on large unrolled kernels). Small K-heavy problems use
  * split-K: slices write their own [M, N] slab, a second pass sums them in a
  * fixed order (no atomics, deterministic).
+ *
+ * f16 inputs: `gemm(out, a, b)` with a and b both dtype "f16" (out and bias
+ * f32) runs the packed-f16 kernel (f16 partial sums flushed into f32 every
+ * config.flush products); the same options, transposes, batching and split-K
+ * apply. Its tuning entries have their own keys (`…:f16`).
  */
 import { defineKernel, type Engine, type Kernel } from "../../tensor/engine.ts";
 import { shapeStr, type Tensor } from "../../tensor/tensor.ts";
@@ -29,9 +34,10 @@ import {
   validateConfig,
   variantName,
 } from "./codegen.ts";
+import { CONFIG_F16_LARGE, f16Configs } from "./f16.ts";
 
 export type { MatmulConfig, MatmulVariant } from "./codegen.ts";
-export { configName } from "./codegen.ts";
+export { configName, F16_FLUSH, F16_FLUSHES } from "./codegen.ts";
 
 export interface GemmOptions {
   transA?: boolean;
@@ -68,6 +74,8 @@ export interface GemmShape {
   transA: boolean;
   transB: boolean;
   batch: number;
+  /** f16 inputs (a separate tuning key and candidate space) */
+  f16?: boolean;
 }
 
 // ------------------------------------------------------------------ configs
@@ -156,7 +164,8 @@ const tuned = new Map<string, MatmulConfig>();
 
 /** The tuning-table key of a problem: transposes, sizes and batch, e.g. `NT:16384x4096x1024:b1`. */
 export function matmulKey(s: GemmShape): string {
-  return `${s.transA ? "T" : "N"}${s.transB ? "T" : "N"}:${s.m}x${s.n}x${s.k}:b${s.batch}`;
+  return `${s.transA ? "T" : "N"}${s.transB ? "T" : "N"}:${s.m}x${s.n}x${s.k}:b${s.batch}` +
+    (s.f16 ? ":f16" : "");
 }
 
 /** Forces `cfg` for every problem with this key (null removes the entry). */
@@ -200,7 +209,8 @@ export function matmulConfigs(
   const seen = new Set<string>();
   const add = (c: MatmulConfig) => {
     try {
-      validateConfig(c, lim);
+      // worst-case padding of either layout
+      validateConfig(c, lim, { transA: false, transB: true, f16: !!shape?.f16 });
     } catch {
       return;
     }
@@ -216,7 +226,9 @@ export function matmulConfigs(
     stages: 1 | 2 = 2,
     warp = true,
   ): MatmulConfig => ({ bm, bn, bk, tm, tn, stages, warp, splitK: 1 });
-  if (e.info.isFallback) {
+  if (shape?.f16) {
+    for (const c of f16Configs(e.info.isFallback, !!opts.full)) add(c);
+  } else if (e.info.isFallback) {
     for (
       const t of [[32, 32, 8, 4, 4], [64, 64, 16, 8, 8], [32, 64, 8, 4, 8], [64, 64, 16, 4, 4]]
     ) {
@@ -289,6 +301,7 @@ export function selectMatmulConfig(e: Engine, s: GemmShape): MatmulConfig {
   const t = tuned.get(matmulKey(s));
   if (t) return t;
   if (e.info.isFallback) return CONFIG_CPU;
+  if (s.f16 && s.m >= 64 && s.n >= 64) return CONFIG_F16_LARGE;
   if (s.m < 64 && s.n < 64) return CONFIG_TINY;
   if (s.m < 64) return CONFIG_SMALL_M;
   if (s.n < 64) return CONFIG_SMALL_N;
@@ -318,13 +331,15 @@ function chooseSplit(e: Engine, c: MatmulConfig, s: GemmShape): number {
 const cache = new Map<string, Kernel>();
 
 function gemmKernel(c: MatmulConfig, v: MatmulVariant): Kernel {
+  if (!v.f16) c = { ...c, flush: undefined, h2: undefined };
   const key = `${configName({ ...c, splitK: 1 })}|${variantName(v)}`;
   let k = cache.get(key);
   if (!k) {
-    const ty = (w: number) => (w === 4 ? "array<vec4<f32>>" : "array<f32>");
+    const ty = (w: number, el = "f32") => (w === 4 ? `array<vec4<${el}>>` : `array<${el}>`);
+    const inp = v.f16 ? "f16" : "f32";
     const bindings: Record<string, { access: "read" | "rw"; type: string }> = {
-      A: { access: "read", type: ty(v.vecA) },
-      B: { access: "read", type: ty(v.vecB) },
+      A: { access: "read", type: ty(v.vecA, inp) },
+      B: { access: "read", type: ty(v.vecB, inp) },
     };
     if (v.bias) bindings.bias = { access: "read", type: ty(v.vecC) };
     bindings.C = { access: "rw", type: ty(v.vecC) };
@@ -333,6 +348,7 @@ function gemmKernel(c: MatmulConfig, v: MatmulVariant): Kernel {
       params: GEMM_PARAMS,
       bindings,
       code: genGemm(c, v),
+      f16: !!v.f16,
     });
     cache.set(key, k);
   }
@@ -430,13 +446,16 @@ export function gemm(out: Tensor, a: Tensor, b: Tensor, opts: GemmOptions = {}):
   if (opts.bias && opts.bias.size < N) {
     throw new Error(`gemm: bias ${shapeStr(opts.bias.shape)} has fewer than N = ${N} elements`);
   }
-  for (const t of [a, b, out, opts.bias]) {
+  const f16 = a.dtype === "f16";
+  if (f16 && b.dtype !== "f16") throw new Error(`gemm: a is f16, b ${b} is not`);
+  for (const t of f16 ? [out, opts.bias] : [a, b, out, opts.bias]) {
     if (t && t.dtype !== "f32") throw new Error(`gemm: ${t} is not f32`);
   }
+  if (f16 && !e.hasF16) throw new Error("gemm: f16 inputs need the adapter's shader-f16");
 
-  const shape: GemmShape = { m: M, n: N, k: K, transA: tA, transB: tB, batch };
+  const shape: GemmShape = { m: M, n: N, k: K, transA: tA, transB: tB, batch, f16 };
   const cfg = opts.config ?? selectMatmulConfig(e, shape);
-  validateConfig(cfg, adapterLimits(e), { transA: tA, transB: tB });
+  validateConfig(cfg, adapterLimits(e), { transA: tA, transB: tB, f16 });
   const split = chooseSplit(e, cfg, shape);
 
   const lda = tA ? M : K, ldb = tB ? K : N;
@@ -475,6 +494,7 @@ export function gemm(out: Tensor, a: Tensor, b: Tensor, opts: GemmOptions = {}):
       vecC,
       beta: beta !== 0,
       bias: !!opts.bias,
+      f16,
     });
     const binds: Record<string, Tensor> = { A: a, B: b, C: out };
     if (opts.bias) binds.bias = opts.bias;
@@ -493,6 +513,7 @@ export function gemm(out: Tensor, a: Tensor, b: Tensor, opts: GemmOptions = {}):
     vecC: vecW,
     beta: false,
     bias: false,
+    f16,
   });
   e.run(k1, { A: a, B: b, C: ws }, { ...base, sC: (M * N) / vecW, offC: 0, alpha: 1, beta: 0 }, [
     gx,
