@@ -7,8 +7,16 @@
  * For now it widens the f16 operands (the element ranges the problem reads)
  * to f32 and calls the f32 `gemm`: f16 × f16 products are exact in f32, so
  * this is numerically an f16-input, f32-accumulate GEMM, and a packed-f16
- * kernel can replace the body without changing a caller or a test.
+ * kernel can replace the body without changing a caller. To swap in the
+ * packed kernel of kernels/matmul/ (which takes f16 a and b itself): make the
+ * body `gemm(out, a, b, opts)` and set GEMM_F16_PARTIAL_SUMS to the longest
+ * run of products it sums in f16 before flushing into f32 (its config's
+ * `flush`); tests/kernels/f16_test.ts widens its bound by that many f16
+ * roundings.
  */
+
+/** Products summed in f16 before they reach an f32 accumulator (0: f32 accumulation). */
+export const GEMM_F16_PARTIAL_SUMS = 0;
 import type { Tensor } from "../../tensor/tensor.ts";
 import { gemm, type GemmOptions } from "../matmul/mod.ts";
 import { castToF32 } from "./cast.ts";
