@@ -53,12 +53,17 @@ async function runEval(overrides: string[], opts: EvalOptions): Promise<void> {
     opts.precision ?? cfgGet(c, "trainer.precision", "32"),
     console.log,
   );
+  const L = cfgInt(c, "datamodule.max_length");
+  const bs = cfgInt(c, "datamodule.batch_size_eval", cfgInt(c, "datamodule.batch_size"));
+  for (
+    const [k, v] of [["datamodule.batch_size_eval", bs], ["datamodule.max_length", L]] as const
+  ) {
+    if (v < 1) throw new BasedError(`${k} must be ≥ 1, got ${v}`);
+  }
   const dm = await loadDataModule(
     (c as Record<string, Record<string, unknown>>).datamodule,
     { cwd: Deno.cwd(), log: console.log, splits: opts.split },
   );
-  const L = cfgInt(c, "datamodule.max_length");
-  const bs = cfgInt(c, "datamodule.batch_size_eval", cfgInt(c, "datamodule.batch_size"));
   console.log(
     `checkpoint ${ck.dir} (step ${ck.state.step}) on ${e.info.name}, precision ${prec.precision}`,
   );

@@ -404,6 +404,11 @@ for (
     assertEquals(ev.code, 0, ev.stderr);
     const loss = Number(/validation: loss (\S+)/.exec(ev.stdout)?.[1]);
     assert(Number.isFinite(loss), `the kept checkpoint evaluates to ${loss}:\n${ev.stdout}`);
+    // (and eval refuses a batch of no sequences instead of looping)
+    refused(
+      await based(["eval", "--checkpoint", kept, "datamodule.batch_size_eval=0"]),
+      "datamodule.batch_size_eval must be ≥ 1, got 0",
+    );
   });
 }
 
