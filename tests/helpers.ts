@@ -195,6 +195,29 @@ export function fixtureTest(name: string, fn: (e: Engine) => Promise<void> | voi
   });
 }
 
+/** The WikiText files beside the checkout (CC BY-SA: never in the repository). */
+export const WIKITEXT = `${SHARED.replace(/\/$/, "")}/data/wikitext`;
+
+/** Whether the shared WikiText files are present (tests that read them are skipped otherwise). */
+export const HAVE_WIKITEXT: boolean = (() => {
+  try {
+    return Deno.statSync(WIKITEXT).isDirectory;
+  } catch {
+    return false;
+  }
+})();
+
+/** A test that reads the shared WikiText files: skipped (and says why) when they are absent. */
+export function wikitextTest(name: string, fn: () => Promise<void> | void): void {
+  Deno.test({
+    name: HAVE_WIKITEXT
+      ? name
+      : `${name} (skipped: WikiText is not bundled (CC BY-SA); no ${WIKITEXT})`,
+    ignore: !HAVE_WIKITEXT,
+    fn,
+  });
+}
+
 // deno-lint-ignore no-explicit-any
 type Manifest = { tensors: Record<string, any>; info: Record<string, any> };
 let manifestCache: Manifest | null = null;
