@@ -5,6 +5,7 @@
  * results go to bench.json and the attention timings to SVG plots.
  */
 import { join } from "node:path";
+import { BasedError } from "../errors.ts";
 import { type Engine, initEngine } from "../tensor/engine.ts";
 import { benchCopy } from "./copy.ts";
 import { type BenchRow, formatRows, H200 } from "./report.ts";
@@ -40,7 +41,10 @@ export interface BenchOptions {
 export function benchF16(precision = "32"): boolean {
   if (["32", "32-true"].includes(precision)) return false;
   if (["16", "16-mixed", "bf16", "bf16-mixed"].includes(precision)) return true;
-  throw new Error(`bench --precision ${precision}: use 32 or 16-mixed`);
+  throw new BasedError(
+    `bench --precision ${precision} is not a matmul precision`,
+    "use 32 or 16-mixed",
+  );
 }
 
 /** PyTorch fp32 (no TF32) linear-attention fwd+bwd at B8 H16 (issue 5), ms. */
@@ -81,6 +85,7 @@ async function tune(
 }
 
 export async function runBench(opts: BenchOptions): Promise<void> {
+  const f16 = benchF16(opts.precision);
   const e = await initEngine();
   const log = (s: string) => console.log(s);
   const only = opts.only ? new Set(opts.only) : null;
@@ -96,7 +101,6 @@ export async function runBench(opts: BenchOptions): Promise<void> {
   log(`adapter: ${e.info.name} (${e.info.backend})${quick ? " [quick sizes]" : ""}`);
   const cached = await loadTuningCache(e);
   if (cached) log(`matmul tuning: ${cached} entries from the cache`);
-  const f16 = benchF16(opts.precision);
   if (f16 && !e.hasF16) {
     throw new Error("bench --precision 16-mixed: this adapter has no shader-f16");
   }

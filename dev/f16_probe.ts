@@ -33,7 +33,16 @@ const runs: [string, MatmulConfig, boolean][] = [
     true,
   ],
 ];
-for (const [what, config, f16] of runs) {
+// `occupancy`: fewer registers per thread (4×8 / 8×4 outputs), so more warps fit an SM
+const occupancy: [string, MatmulConfig, boolean][] = [
+  ["f16 128x128 t4x8 (512 threads)", { ...base, tm: 4, flush: 32, h2: true }, true],
+  ["f16 64x128 t4x8", { ...base, bm: 64, tm: 4, flush: 32, h2: true }, true],
+  ["f16 128x64 t8x4", { ...base, bn: 64, tn: 4, flush: 32, h2: true }, true],
+  ["f16 64x64 t4x4", { ...base, bm: 64, bn: 64, tm: 4, tn: 4, flush: 32, h2: true }, true],
+  ["f16 128x128 t8x8 (reference)", { ...base, flush: 32, h2: true }, true],
+  ["f32 128x128 t4x8 (512 threads)", { ...base, bk: 16, tm: 4 }, false],
+];
+for (const [what, config, f16] of Deno.args[0] === "occupancy" ? occupancy : runs) {
   try {
     const r = await timeGemm(e, { ...s, f16 }, { config, repeats: 3 });
     console.log(

@@ -3,12 +3,16 @@
  * flushed into f32 every `flush` products): the default for large problems
  * and the autotuner's candidate space. Workgroup tiles hold f16, so at equal
  * bytes they can be twice as deep in K as the f32 ones; each thread keeps its
- * f32 accumulators plus half as many registers of f16 partial sums, which
- * caps the per-thread tile at 8×8 or 8×16.
+ * f32 accumulators plus half as many registers of f16 partial sums, so
+ * register pressure (warps per SM) matters more than in f32: on the H200,
+ * 4×4 or 4×8 outputs per thread beat 8×8 by 16% at 4096³ (BENCHMARKS.md).
  */
 import type { MatmulConfig } from "./codegen.ts";
 
-/** Large problems without a tuning entry: 128×128, K tiles of 32, flush every 32. */
+/**
+ * Large problems without a tuning entry: 128×128, K tiles of 32, double-buffered, vec2 partial
+ * sums flushed every 32 products (the most frequent winner of the H200 tuning, BENCHMARKS.md).
+ */
 export const CONFIG_F16_LARGE: MatmulConfig = {
   bm: 128,
   bn: 128,
@@ -19,6 +23,7 @@ export const CONFIG_F16_LARGE: MatmulConfig = {
   warp: true,
   splitK: 0,
   flush: 32,
+  h2: true,
 };
 
 /**
@@ -52,6 +57,13 @@ export function f16Configs(cpu: boolean, full: boolean): MatmulConfig[] {
     const out = list.map(([t, s, w, f]) => cfg(t, s, w, f));
     for (const c of [...out]) out.push({ ...c, h2: true });
     out.push({ ...cfg([128, 256, 32, 8, 16], 1, true, 64), h2: true });
+    // fewer registers per thread, more warps per SM: 4×4 and 4×8 outputs per thread measured
+    // 43 TFLOP/s at 4096³ NT against 37 for 8×8 (dev/f16_probe.ts occupancy); not yet tuned
+    // over the model's shapes
+    out.push({ ...cfg([64, 64, 32, 4, 4], 2, true, 32), h2: true });
+    out.push({ ...cfg([128, 128, 32, 4, 8], 2, true, 32), h2: true });
+    out.push({ ...cfg([64, 64, 64, 4, 4], 1, true, 32), h2: true });
+    out.push({ ...cfg([128, 128, 32, 4, 4], 2, true, 32), h2: true });
     return out;
   }
   const out: MatmulConfig[] = [];
@@ -62,6 +74,9 @@ export function f16Configs(cpu: boolean, full: boolean): MatmulConfig[] {
     [64, 64, 8, 8],
     [128, 256, 8, 16],
     [256, 128, 16, 8],
+    [64, 64, 4, 4],
+    [128, 128, 4, 8],
+    [128, 128, 4, 4],
   ];
   for (const [bm, bn, tm, tn] of tiles) {
     for (const bk of [16, 32, 64]) {

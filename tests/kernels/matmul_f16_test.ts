@@ -28,7 +28,8 @@ import {
   matmulKey,
   selectMatmulConfig,
 } from "../../kernels/matmul/mod.ts";
-import { F16_FLUSH } from "../../kernels/matmul/codegen.ts";
+import { F16_FLUSH, validateConfig } from "../../kernels/matmul/codegen.ts";
+import h200 from "../../kernels/matmul/tuning/nvidia-h200.json" with { type: "json" };
 import * as ref from "../../kernels/matmul/reference.ts";
 import type { Engine } from "../../tensor/engine.ts";
 import { type F64, gpuTest, Rng } from "../helpers.ts";
@@ -212,4 +213,20 @@ gpuTest("tensor f16: upload rounds to nearest even, read returns f32 (odd sizes)
     throw new Error(`f16 round trip: ${[...got]} vs ${want}`);
   }
   t.dispose();
+});
+
+Deno.test("matmul f16: the shipped H200 table's f16 entries are valid configs for their layout", () => {
+  let n = 0;
+  for (const [key, cfg] of Object.entries(h200.table as Record<string, MatmulConfig>)) {
+    if (!key.endsWith(":f16")) continue;
+    n++;
+    // the H200's limits (BENCHMARKS.md): 1024 invocations, 48 KiB of workgroup memory
+    validateConfig(cfg, { threads: 1024, shared: 48 << 10 }, {
+      transA: key[0] === "T",
+      transB: key[1] === "T",
+      f16: true,
+    });
+    if (cfg.flush === undefined || cfg.flush > 64) throw new Error(`${key}: flush ${cfg.flush}`);
+  }
+  if (n === 0) throw new Error("no f16 entries in the H200 table");
 });
