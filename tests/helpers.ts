@@ -218,6 +218,15 @@ export function wikitextTest(name: string, fn: () => Promise<void> | void): void
   });
 }
 
+/** A CPU test that reads the reference fixtures: skipped (and says so) when they are absent. */
+export function fixtureCpuTest(name: string, fn: () => Promise<void> | void): void {
+  Deno.test({
+    name: HAVE_FIXTURES ? name : `${name} (skipped: no fixtures at ${FIXTURES})`,
+    ignore: !HAVE_FIXTURES,
+    fn,
+  });
+}
+
 // deno-lint-ignore no-explicit-any
 type Manifest = { tensors: Record<string, any>; info: Record<string, any> };
 let manifestCache: Manifest | null = null;
