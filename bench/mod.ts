@@ -31,7 +31,8 @@ export interface BenchOptions {
   profile?: boolean;
   /** only matmul shapes whose name contains this (tuning and the matmul benchmark) */
   filter?: string;
-  /** matmul precision: 32 (default) or 16-mixed (f16 inputs, f32 accumulation) */
+  /** precision of the matmul and step benchmarks: 32 (default) or 16-mixed (f16 inputs, f32
+   * accumulation; the step: f16 mixed precision with loss scaling) */
   precision?: string;
   /** PyTorch matmul anchors measured on this machine (dev/torch_matmul.py's JSON) */
   anchors?: string;
@@ -40,7 +41,7 @@ export interface BenchOptions {
 /** `--precision` of the matmul benchmark: true for f16 inputs. */
 export function benchF16(precision = "32"): boolean {
   if (["32", "32-true"].includes(precision)) return false;
-  if (["16", "16-mixed"].includes(precision)) return true;
+  if (["16", "16-mixed", "bf16", "bf16-mixed"].includes(precision)) return true;
   throw new BasedError(
     `bench --precision ${precision} is not a matmul precision`,
     "use 32 or 16-mixed",
@@ -298,12 +299,13 @@ export async function runBench(opts: BenchOptions): Promise<void> {
           seqLen: quick ? 128 : undefined,
           steps: quick ? 2 : 5,
           profile: opts.profile && view === "chunked",
+          precision: opts.precision,
           log,
         });
         (results.step ??= []) as unknown[];
         (results.step as unknown[]).push(r);
         rows.push({
-          name: `${experiment} step B${r.batch}x${r.seqLen} ${view}`,
+          name: `${experiment} step B${r.batch}x${r.seqLen} ${view} ${r.precision}`,
           value: r.tokensPerSec,
           unit: "tok/s",
           limit: H200.torchStepFp32TokS,

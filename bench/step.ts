@@ -16,12 +16,15 @@ import { composeConfig } from "../configs/mod.ts";
 import { Random } from "../tensor/random.ts";
 import { formatBytes } from "../errors.ts";
 import { formatProfile } from "../train/progress.ts";
+import { MixedPrecision, parsePrecision, type Precision } from "../train/amp.ts";
 
 export { formatProfile };
 
 export interface StepBenchResult {
   experiment: string;
   view: string;
+  /** 32-true or 16-mixed (f16 mixed precision with loss scaling) */
+  precision: Precision;
   batch: number;
   seqLen: number;
   params: number;
@@ -45,8 +48,25 @@ export async function benchStep(
     view?: string;
     overrides?: string[];
     profile?: boolean;
+    /** trainer.precision values: 32 (default), 16-mixed, ... */
+    precision?: string;
     log?: (s: string) => void;
   } = {},
+): Promise<StepBenchResult> {
+  const { precision } = parsePrecision(opts.precision ?? "32");
+  const amp = precision === "16-mixed" ? MixedPrecision.create(e) : null;
+  try {
+    return await benchStepWith(e, opts, precision, amp);
+  } finally {
+    amp?.destroy();
+  }
+}
+
+async function benchStepWith(
+  e: Engine,
+  opts: Parameters<typeof benchStep>[1] & object,
+  precision: Precision,
+  amp: MixedPrecision | null,
 ): Promise<StepBenchResult> {
   const log = opts.log ?? ((s: string) => console.log(s));
   const experiment = opts.experiment ?? "example/based-360m";
@@ -68,7 +88,9 @@ export async function benchStep(
   log(
     `step bench: ${experiment} (${model.store.count.toLocaleString("en-US")} parameters, view ${
       opts.view ?? mc.layers.find((l) => l.kind === "linear")?.view ?? "-"
-    }), batch ${B} x ${L}; init ${((performance.now() - t0) / 1000).toFixed(1)} s`,
+    }, precision ${precision}), batch ${B} x ${L}; init ${
+      ((performance.now() - t0) / 1000).toFixed(1)
+    } s`,
   );
   const opt = cfg.train.optimizer as Record<string, unknown>;
   const adam = new AdamW(model.store, {
@@ -79,7 +101,7 @@ export async function benchStep(
     betas: (opt.betas as [number, number]) ?? [0.9, 0.95],
     eps: 1e-8,
   });
-  const clip = new GradClip(model.store, 1.0);
+  const clip = new GradClip(model.store, 1.0, amp?.scaler ?? null);
   const rng = new Random(7);
   const T = B * L;
   const makeBatch = () => {
@@ -110,6 +132,7 @@ export async function benchStep(
     });
     clip.compute();
     adam.step(1e-4, { clip });
+    amp?.newWeights();
   };
   // warm-up: pipelines compiled, pool filled
   for (let i = 0; i < 2; i++) step(i);
@@ -132,6 +155,7 @@ export async function benchStep(
   const result: StepBenchResult = {
     experiment,
     view: opts.view ?? "config",
+    precision,
     batch: B,
     seqLen: L,
     params: model.store.count,
@@ -152,6 +176,10 @@ export async function benchStep(
       formatBytes(stats.reserved)
     })`,
   );
+  if (amp) {
+    const sc = await amp.read();
+    log(`f16 mixed precision: loss scale ${sc.scale}, ${sc.skipped_steps} skipped steps`);
+  }
   if (profile) log(formatProfile(profile));
   lossT?.dispose();
   for (const b of batches) {

@@ -1,6 +1,6 @@
 /** `based bench`: benchmarks with the limit each is compared with. */
 import type { Command } from "commander";
-import { choices, int, intList, subcommand } from "./options.ts";
+import { choices, int, intList, oneOf, PRECISIONS, subcommand } from "./options.ts";
 
 const BENCHES = ["copy", "matmul", "attention", "bandwidth", "optim", "step"] as const;
 
@@ -19,6 +19,12 @@ export function benchCommand(program: Command): void {
     )
     .option("--profile", "print the time per kernel kind of one training step")
     .option("--filter <text>", "only matmul shapes whose name contains this (with --tune too)")
+    .option(
+      "--precision <p>",
+      `precision of the matmul and step benchmarks: ${PRECISIONS.join(", ")} (default 32)`,
+      oneOf(PRECISIONS),
+    )
+    .option("--anchors <file>", "PyTorch matmul figures of this machine (dev/torch_matmul.py)")
     .action(async (opts: import("../bench/mod.ts").BenchOptions) => {
       const { runBench } = await import("../bench/mod.ts");
       await runBench(opts);

@@ -1,6 +1,6 @@
 /** `based eval`: validation and test loss / perplexity of a checkpoint. */
 import type { Command } from "commander";
-import { choices, int, subcommand } from "./options.ts";
+import { choices, int, oneOf, PRECISIONS, subcommand } from "./options.ts";
 
 const SPLITS = ["train", "validation", "test"] as const;
 type Split = typeof SPLITS[number];
@@ -9,6 +9,7 @@ interface EvalOptions {
   checkpoint: string;
   split: Split[];
   limit?: number;
+  precision?: string;
 }
 
 export function evalCommand(program: Command): void {
@@ -25,6 +26,11 @@ export function evalCommand(program: Command): void {
       ["validation", "test"],
     )
     .option("--limit <n>", "at most this many batches per split (an integer ≥ 1)", int(1))
+    .option(
+      "--precision <p>",
+      `${PRECISIONS.join(", ")} (default: the checkpoint's trainer.precision)`,
+      oneOf(PRECISIONS),
+    )
     .argument("[overrides...]", "datamodule overrides, e.g. datamodule.batch_size_eval=8")
     .action(runEval);
 }
@@ -35,12 +41,19 @@ async function runEval(overrides: string[], opts: EvalOptions): Promise<void> {
   const { findCheckpoint, modelFromCheckpoint } = await import("../train/restore.ts");
   const { evaluate } = await import("../train/loop.ts");
   const { loadDataModule } = await import("../data/datamodule.ts");
-  const { cfgInt } = await import("../config/mod.ts");
+  const { cfgGet, cfgInt } = await import("../config/mod.ts");
   const { describeCheckpoint, evalConfig } = await import("../hf/hooks.ts");
   const e = await initEngine();
   const ck = await findCheckpoint(opts.checkpoint); // ours or a Hugging Face snapshot (hf/)
   const c = evalConfig(ck, overrides);
   const { model } = modelFromCheckpoint(e, ck);
+  // --precision, else what the run ran (its checkpoint's trainer.precision)
+  const { evalPrecision } = await import("../train/amp.ts");
+  const prec = evalPrecision(
+    e,
+    opts.precision ?? cfgGet(c, "trainer.precision", "32"),
+    console.log,
+  );
   const L = cfgInt(c, "datamodule.max_length");
   const bs = cfgInt(c, "datamodule.batch_size_eval", cfgInt(c, "datamodule.batch_size"));
   for (
@@ -52,7 +65,9 @@ async function runEval(overrides: string[], opts: EvalOptions): Promise<void> {
     (c as Record<string, Record<string, unknown>>).datamodule,
     { cwd: Deno.cwd(), log: console.log, splits: opts.split },
   );
-  console.log(`checkpoint: ${describeCheckpoint(ck)} on ${e.info.name}`);
+  console.log(
+    `checkpoint: ${describeCheckpoint(ck)} on ${e.info.name}, precision ${prec.precision}`,
+  );
   for (const split of opts.split) {
     const ds = split === "test" ? dm.test : split === "train" ? dm.train : dm.validation;
     const r = await evaluate(e, model, ds, { batchSize: bs, seqLen: L, limitBatches: opts.limit });

@@ -77,6 +77,20 @@ export function choices(allowed: readonly string[]): Parser<string[]> {
   };
 }
 
+/** One of `allowed`. */
+export function oneOf(allowed: readonly string[]): Parser<string> {
+  return (text) => {
+    const t = text.trim();
+    if (!allowed.includes(t)) {
+      throw new InvalidArgumentError(`expected one of ${allowed.join(", ")}`);
+    }
+    return t;
+  };
+}
+
+/** trainer.precision's values (train/amp.ts), for --precision options. */
+export const PRECISIONS = ["32", "32-true", "16", "16-mixed", "bf16", "bf16-mixed"] as const;
+
 /**
  * A subcommand whose usage errors are one line pointing to its --help:
  * `error: unknown option '--x' (see 'based eval --help')`.

@@ -16,6 +16,8 @@ import { embedding } from "../kernels/embedding.ts";
 import { mixerForward, mlpForward } from "./mixers.ts";
 import { sortSpecsForOptimizer } from "../optim/groups.ts";
 import { lmHeadLogits, lmHeadLoss } from "./lm_head.ts";
+import { lmHeadLogitsF16, lmHeadLossF16 } from "./lm_head_f16.ts";
+import { autocast } from "../kernels/f16/autocast.ts";
 
 export const EMBEDDING = "transformer.embeddings.word_embeddings.weight";
 
@@ -127,7 +129,10 @@ export class BasedLM {
     if (!batch.labels) throw new Error("BasedLM.loss: batch has no labels");
     const y = this.hidden(batch);
     const labels = batch.labels.view([batch.B * batch.L]);
-    const loss = lmHeadLoss(y, this.p(EMBEDDING), labels, opts);
+    const ac = autocast(); // f16 mixed precision when active
+    const loss = ac
+      ? lmHeadLossF16(ac, y, this.p(EMBEDDING), labels, opts)
+      : lmHeadLoss(y, this.p(EMBEDDING), labels, opts);
     labels.dispose();
     return loss;
   }
@@ -135,7 +140,8 @@ export class BasedLM {
   /** Logits [B, L, V] (small batches: the whole tensor is materialised). */
   logits(batch: Batch): Tensor {
     const y = this.hidden(batch);
-    const out = lmHeadLogits(y, this.p(EMBEDDING));
+    const ac = autocast();
+    const out = ac ? lmHeadLogitsF16(ac, y, this.p(EMBEDDING)) : lmHeadLogits(y, this.p(EMBEDDING));
     const v = out.view([batch.B, batch.L, this.config.vocabPadded]);
     out.dispose();
     return v;

@@ -5,9 +5,9 @@
  */
 import type { Tensor } from "../tensor/tensor.ts";
 import type { MixerConfig } from "./config.ts";
-import { linear } from "../kernels/matmul/mod.ts";
+import { linear } from "../kernels/f16/linear.ts"; // f16 mixed precision when active
 import { reshape, split } from "../kernels/layout.ts";
-import { swiglu } from "../kernels/elementwise.ts";
+import { swiglu } from "../kernels/f16/swiglu.ts"; // f16-saved inputs when active
 import { causalConv1d } from "../kernels/conv1d.ts";
 import { headScale, linearAttention } from "../kernels/linear_attention/mod.ts";
 import { slidingWindowAttention } from "../kernels/sliding_window.ts";

@@ -167,6 +167,11 @@ fn main(@builtin(local_invocation_index) lid: u32) {
 }`,
 });
 
+/** A replacement for the finish stage (optim/scaler.ts LossScaler: unscaling, the scale update). */
+export interface ClipFinish {
+  finish(part: Tensor, count4: number, ctl: Tensor, maxNorm: number): void;
+}
+
 export interface ClipReadout {
   /** global L2 norm of the gradients before clipping (NaN / Inf when non-finite) */
   norm: number;
@@ -190,8 +195,16 @@ export class GradClip {
   /** set by compute(), cleared by AdamW.step (guards against a stale coef) */
   computed = false;
 
-  /** `maxNorm`: the clip threshold (> 0), or Infinity for no clipping (norm and NaN guard only). */
-  constructor(readonly store: ParamStore, readonly maxNorm: number) {
+  /**
+   * `maxNorm`: the clip threshold (> 0), or Infinity for no clipping (norm and NaN guard only).
+   * `scaler` (f16 mixed precision): the gradients carry its loss scale; the norm and coef are
+   * unscaled and the scale updated by its finish kernel (optim/scaler.ts).
+   */
+  constructor(
+    readonly store: ParamStore,
+    readonly maxNorm: number,
+    readonly scaler: ClipFinish | null = null,
+  ) {
     if (!(maxNorm > 0)) {
       throw new BasedError(
         `gradient clipping needs max_norm > 0 (or Infinity for none), got ${maxNorm}`,
@@ -229,6 +242,11 @@ export class GradClip {
         { n4: c.n4, base: c.base, wgs: c.wgs },
         [c.wgs, 1, 1],
       );
+    }
+    if (this.scaler) {
+      this.scaler.finish(this.#part, this.#count4, this.ctl, this.maxNorm);
+      this.computed = true;
+      return;
     }
     const on = Number.isFinite(this.maxNorm);
     e.run(

@@ -30,6 +30,7 @@ import {
   readGrad,
   swap12,
 } from "./fixtures.ts";
+import { adamDriftBound, parityF16 } from "./f16.ts";
 
 export async function linearAttentionCase(
   e: Engine,
@@ -156,6 +157,8 @@ export async function moduleCase(
   covered: Set<string>,
 ): Promise<CaseResult> {
   const run = new CaseRun(fx, covered);
+  // f16: the module's linear layers, forward (x, W) and backward (dy): 3 per layer, 2 layers deep
+  run.f16Roundings = 6;
   const params = new Map<string, Tensor>();
   for (const n of weights) {
     if (fx.has(`${prefix}.${n}`)) {
@@ -257,6 +260,8 @@ export async function modelCase(
 ): Promise<CaseResult> {
   const run = new CaseRun(fx, covered);
   const { model } = buildModel(e, fx, view);
+  // f16: per block two linear layers deep in the mixer and two in the MLP, forward and backward
+  run.f16Roundings = 6 * model.config.nLayer + 3;
   const batch = modelBatch(e, fx);
   const T = batch.B * batch.L;
   // logits and activations (no gradient)
@@ -273,7 +278,9 @@ export async function modelCase(
   backward(loss);
   run.check("loss", await e.readF32(loss));
   const grads = await model.store.read("grads");
-  for (const [n, g] of grads) run.check(`grad.${n}`, g);
+  const f16 = parityF16(); // f16: the gradients carry the loss scale (a power of 2)
+  const inv = f16 ? 1 / await f16.scale() : 1;
+  for (const [n, g] of grads) run.check(`grad.${n}`, inv === 1 ? g : g.map((v) => v * inv));
   disposeAll([logits, loss, batch.ids, batch.labels]);
   model.store.destroy();
   return run.result(`model [${view}] logits, loss, activations, gradients`);
@@ -288,6 +295,8 @@ export async function adamwCase(
   const run = new CaseRun(fx, covered);
   const pre = clip ? "clip." : "";
   const { model, wd } = buildModel(e, fx);
+  run.f16Roundings = 6 * model.config.nLayer + 3;
+  const f16 = parityF16();
   const opt = (fx.manifest.info.model?.optimizer ?? {}) as {
     lr?: number;
     betas?: [number, number];
@@ -300,7 +309,7 @@ export async function adamwCase(
     betas: opt.betas ?? [0.9, 0.95],
     eps: opt.eps ?? 1e-8,
   });
-  const clipper = clip ? new GradClip(model.store, 1.0) : new GradClip(model.store, Infinity);
+  const clipper = new GradClip(model.store, clip ? 1.0 : Infinity, f16?.scaler ?? null);
   const batch = modelBatch(e, fx);
   const T = batch.B * batch.L;
   const losses: number[] = [], norms: number[] = [];
@@ -319,9 +328,11 @@ export async function adamwCase(
     clipper.compute();
     norms.push(await clipper.readNorm());
     adam.step(opt.lr ?? 1e-3, { clip: clipper });
+    f16?.autocast.newWeights();
     if (step === 1 || step === 3) {
       const vals = await model.store.read("values");
-      for (const [n, v] of vals) run.check(`${pre}step${step}.${n}`, v);
+      const drift = adamDriftBound(opt.lr ?? 1e-3, opt.betas ?? [0.9, 0.95], step);
+      for (const [n, v] of vals) run.check(`${pre}step${step}.${n}`, v, undefined, drift);
     }
   }
   run.check(`${pre}losses`, losses);

@@ -8,6 +8,7 @@ import type { Engine } from "../tensor/engine.ts";
 import { BasedError } from "../errors.ts";
 import { parseSafetensors, type SafeFile, tensorData } from "../tensor/safetensors.ts";
 import type { Tensor } from "../tensor/tensor.ts";
+import { f16Tolerance, parityF16 } from "./f16.ts";
 
 export interface Tolerance {
   atol: number;
@@ -198,12 +199,20 @@ export function swap12(x: ArrayLike<number>, shape: number[]): Float32Array {
 
 export class CaseRun {
   comps: Comparison[] = [];
+  /** f16 runs: the f16 roundings along the longest path of this case (0: runs in fp32) */
+  f16Roundings = 0;
   constructor(readonly fx: Fixtures, readonly covered: Set<string>) {}
-  check(name: string, got: ArrayLike<number>, ref?: ArrayLike<number>): void {
-    const tol = this.fx.tol(name);
+  /** `f16Atol`: an absolute term added to the f16 tolerance (AdamW values: adamDriftBound) */
+  check(name: string, got: ArrayLike<number>, ref?: ArrayLike<number>, f16Atol = 0): void {
+    let tol = this.fx.tol(name);
     if (!tol || !this.fx.has(name)) return;
     this.covered.add(name);
-    this.comps.push(compareTensor(name, got, ref ?? this.fx.data(name), tol));
+    const want = ref ?? this.fx.data(name);
+    if (parityF16() && this.f16Roundings) {
+      tol = f16Tolerance(tol, want, this.f16Roundings);
+      tol.atol += f16Atol;
+    }
+    this.comps.push(compareTensor(name, got, want, tol));
   }
   result(name: string): CaseResult {
     if (this.comps.length === 0) {

@@ -27,6 +27,7 @@ import {
   slidingCoreCase,
 } from "./cases.ts";
 import { type CaseResult, Fixtures } from "./fixtures.ts";
+import { ParityF16 } from "./f16.ts";
 
 export { type CaseResult, compareTensor, swap12 } from "./fixtures.ts";
 
@@ -39,6 +40,8 @@ export interface ParityOptions {
   log?: (line: string) => void;
   /** only cases whose name contains this string */
   filter?: string;
+  /** 16-mixed: the model's cases in f16 mixed precision with f16 tolerances (parity/f16.ts) */
+  precision?: "32-true" | "16-mixed";
 }
 
 export function formatCase(r: CaseResult): string {
@@ -59,6 +62,20 @@ export async function runParity(
   opts: ParityOptions = {},
 ): Promise<CaseResult[]> {
   const fx = await Fixtures.open(dir);
+  const f16 = opts.precision === "16-mixed" ? ParityF16.start(e) : null;
+  try {
+    return await runCases(e, fx, dir, opts);
+  } finally {
+    f16?.stop();
+  }
+}
+
+async function runCases(
+  e: Engine,
+  fx: Fixtures,
+  dir: string,
+  opts: ParityOptions,
+): Promise<CaseResult[]> {
   const log = opts.log ?? ((s: string) => console.log(s));
   const views = opts.views ?? VIEWS;
   const covered = new Set<string>();

@@ -32,6 +32,8 @@ import { LM_HEAD, withLmHead } from "../hf/tied.ts";
 import { initFrom } from "../hf/hooks.ts";
 import { findCheckpoint } from "./restore.ts";
 import { bindingLimitError, checkTokenIds, isBindingLimitError } from "./preflight.ts";
+import { MixedPrecision, scalerOptions, withPrecision } from "./amp.ts";
+import type { ScalerState } from "../optim/scaler.ts";
 
 export interface TrainOptions {
   cwd?: string;
@@ -100,17 +102,38 @@ export async function evaluate(
 }
 
 export async function train(config: Config, opts: TrainOptions = {}): Promise<TrainResult> {
-  const cwd = opts.cwd ?? Deno.cwd();
   // +init_from=DIR: fine-tune from a snapshot's or checkpoint's weights (and its model config)
   const init = await initFrom(config, (p) => findCheckpoint(p, opts.log), opts.log ?? console.log);
   const cfg = init?.cfg ?? config;
-  const S: TrainSettings = readSettings(cfg, cwd);
+  const S: TrainSettings = readSettings(cfg, opts.cwd ?? Deno.cwd());
   // ddp (parallel/): trainer.devices > 1 = one process per device; rank 0 alone writes and logs
   const dp = await DataParallel.init(S.devices);
-  const root = dp === null || dp.isRoot, world = dp?.world ?? 1;
+  const root = dp === null || dp.isRoot;
   const log = root ? opts.log ?? ((s: string) => console.log(s)) : () => {};
   const e = opts.engine ?? await initEngine();
   log(`adapter: ${e.info.name} (${e.info.backend})`);
+  if (S.precisionNote) log(S.precisionNote);
+  // f16 mixed precision (train/amp.ts): loss scaler + autocast, active until the end of the run
+  const amp = S.precision === "16-mixed" ? MixedPrecision.create(e, scalerOptions(cfg)) : null;
+  try {
+    return await trainWith(e, cfg, S, opts, dp, log, amp, init?.weights);
+  } finally {
+    amp?.destroy();
+  }
+}
+
+async function trainWith(
+  e: Engine,
+  cfg: Config,
+  S: TrainSettings,
+  opts: TrainOptions,
+  dp: DataParallel | null,
+  log: (s: string) => void,
+  amp: MixedPrecision | null,
+  initWeights: Parameters<BasedLM["store"]["load"]>[0] | undefined,
+): Promise<TrainResult> {
+  const cwd = opts.cwd ?? Deno.cwd();
+  const root = dp === null || dp.isRoot, world = dp?.world ?? 1;
   const tuned = await loadTuningCache(e); // matmul tile choices measured on this adapter
   if (tuned) log(`matmul tuning: ${tuned} shapes`);
 
@@ -154,7 +177,7 @@ export async function train(config: Config, opts: TrainOptions = {}): Promise<Tr
     decay: { weightDecay: S.weightDecay },
     no_decay: { weightDecay: 0 },
   }, { lr: S.lr, betas: S.betas, eps: S.eps });
-  const clip = new GradClip(model.store, S.clipNorm);
+  const clip = new GradClip(model.store, S.clipNorm, amp?.scaler ?? null);
   const sched = scheduleFromConfig(S.scheduler, S.lr);
   const sampler = new TrainSampler(dm.train.length, {
     seed: S.dataSeed,
@@ -167,7 +190,11 @@ export async function train(config: Config, opts: TrainOptions = {}): Promise<Tr
   if (root) {
     await ensureWritableDir(S.runDir, "run", "hydra.run.dir");
     await ensureWritableDir(S.checkpointDir, "checkpoint", "callbacks.model_checkpoint.dirpath");
-    await Deno.writeTextFile(join(S.runDir, "config.yaml"), toYaml(cfg));
+    // what ran: trainer.precision as run (bf16 -> 16-mixed)
+    await Deno.writeTextFile(
+      join(S.runDir, "config.yaml"),
+      toYaml(withPrecision(cfg, S.precision)),
+    );
   }
   const metrics = new MetricsLog(join(S.runDir, "metrics.jsonl"));
   let step = 0;
@@ -176,7 +203,7 @@ export async function train(config: Config, opts: TrainOptions = {}): Promise<Tr
   let tokensSeen = 0;
   /** the newest checkpoint of this run (resumed from or written) */
   let lastCheckpoint: string | null = null;
-  if (init) model.store.load(init.weights); // resume (below) takes precedence when it finds one
+  if (initWeights) model.store.load(initWeights); // resume (below) takes precedence when it finds one
   if (S.resume) {
     const ck = await latestCheckpoint(S.checkpointDir, log);
     if (ck) {
@@ -186,6 +213,7 @@ export async function train(config: Config, opts: TrainOptions = {}): Promise<Tr
       sampler.restore(ck.state.data as ReturnType<TrainSampler["state"]>);
       step = ck.state.step;
       tokensSeen = Number(ck.state.tokens ?? 0);
+      amp?.load((ck.state as { scaler?: unknown }).scaler);
       lastCheckpoint = ck.dir;
       log(`resumed from ${ck.dir} (step ${step})`);
     } else log(`resume: no complete checkpoint in ${S.checkpointDir}; starting from scratch`);
@@ -203,6 +231,12 @@ export async function train(config: Config, opts: TrainOptions = {}): Promise<Tr
   // before every checkpoint, so that no checkpoint holds a state after a non-finite step)
   let finiteUpTo = step;
   const checkFinite = async (loss: number): Promise<void> => {
+    if (amp) {
+      // f16: skipped steps (overflowed gradients) are part of loss scaling; only a run of them fails
+      amp.check(await amp.read(), step, lastCheckpoint ? "the last checkpoint is kept" : "");
+      finiteUpTo = step;
+      return;
+    }
     if (Number.isFinite(loss) && !(await clip.nonFinite())) {
       finiteUpTo = step;
       return;
@@ -277,6 +311,7 @@ export async function train(config: Config, opts: TrainOptions = {}): Promise<Tr
       if (dp) await dp.allreduceGrads(model.store); // ddp: mean of the ranks' gradients
       clip.compute();
       adam.step(lr, { clip });
+      amp?.newWeights();
       if (profiling) {
         const prof = await e.stopTiming();
         progress.log(
@@ -298,7 +333,10 @@ export async function train(config: Config, opts: TrainOptions = {}): Promise<Tr
         const tps = tokensSinceLog / ((performance.now() - tLog) / 1000);
         losses.set(step, loss);
         const info = { step, total: S.maxSteps, loss, lr, gradNorm: norm, ms, tokPerSec: tps };
-        progress.log(stepLine(info));
+        const sc = amp ? await amp.read() : null;
+        progress.log(
+          stepLine(info) + (sc ? ` | scale ${sc.scale} | skipped ${sc.skipped_steps}` : ""),
+        );
         progress.update(info);
         if (root) {
           await metrics.append({
@@ -311,6 +349,7 @@ export async function train(config: Config, opts: TrainOptions = {}): Promise<Tr
             ms_per_step: ms,
             tokens_per_s: tps,
             tokens: tokensSeen,
+            ...(sc ? { loss_scale: sc.scale, skipped_steps: sc.skipped_steps } : {}),
           });
         }
         await checkFinite(loss);
@@ -340,7 +379,8 @@ export async function train(config: Config, opts: TrainOptions = {}): Promise<Tr
       }
       if (ckptNow) await checkSavedWeights(); // every rank (ddp)
       if (root && ckptNow) {
-        const dir = await writeCheckpoint(model, adam, sampler, S, step, tokensSeen, cfg);
+        const scaler = amp ? await amp.read() : undefined;
+        const dir = await writeCheckpoint(model, adam, sampler, S, step, tokensSeen, cfg, scaler);
         lastCheckpoint = dir;
         progress.log(`checkpoint ${dir}`);
         tLog = performance.now();
@@ -385,6 +425,7 @@ async function writeCheckpoint(
   step: number,
   tokens: number,
   cfg: Config,
+  scaler?: ScalerState,
 ): Promise<string> {
   // with lm_head.weight, as PyTorch's state_dict of the reference has it (load_state_dict strict)
   const weights = withLmHead(await model.store.read("values"));
@@ -402,6 +443,13 @@ async function writeCheckpoint(
   return await saveCheckpoint(S.checkpointDir, {
     weights,
     optimizer,
-    state: { step, tokens, optimizer: { step: st.step }, data: sampler.state(), config: cfg },
+    state: {
+      step,
+      tokens,
+      optimizer: { step: st.step },
+      data: sampler.state(),
+      config: withPrecision(cfg, S.precision),
+      ...(scaler ? { scaler } : {}),
+    },
   }, { shapes, keep: S.keepCheckpoints });
 }

@@ -6,6 +6,7 @@ import { join, resolve } from "node:path";
 import { BasedError } from "../errors.ts";
 import { cfgGet, cfgInt, cfgMap, cfgNum, type Config, type Obj } from "../config/mod.ts";
 import { checkSequenceLength } from "./preflight.ts";
+import { parsePrecision, type Precision } from "./amp.ts";
 import { type BasedConfig, modelConfigFromCfg } from "../model/config.ts";
 
 export interface TrainSettings {
@@ -43,7 +44,10 @@ export interface TrainSettings {
   quiet: boolean;
   /** +profile=true: GPU time per kernel kind of one step */
   profile: boolean;
-  precision: string;
+  /** what runs: trainer.precision parsed (train/amp.ts) */
+  precision: Precision;
+  /** the line to print when trainer.precision is not run as written (bf16), else null */
+  precisionNote: string | null;
 }
 
 /** The value at a dotted key, undefined when absent. */
@@ -185,6 +189,9 @@ export function readSettings(cfg: Config, cwd: string): TrainSettings {
     model,
     quiet: Boolean(at(c, "quiet")),
     profile: Boolean(at(c, "profile")),
-    precision: String(at(c, "trainer.precision") ?? "32"),
+    ...(() => {
+      const p = parsePrecision(at(c, "trainer.precision"));
+      return { precision: p.precision, precisionNote: p.note };
+    })(),
   };
 }

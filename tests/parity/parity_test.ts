@@ -36,6 +36,29 @@ Deno.test({
   },
 });
 
+Deno.test({
+  name: "parity: reference fixtures in f16 mixed precision (--precision 16-mixed, f16 tolerances)",
+  ignore: !present,
+  sanitizeOps: false,
+  sanitizeResources: false,
+  fn: async (t) => {
+    const { initEngine } = await import("../../tensor/engine.ts");
+    const e = await initEngine();
+    const lines: string[] = [];
+    const results = await runParity(e, FIXTURES, {
+      log: (s) => lines.push(s),
+      views: ["chunked"],
+      precision: "16-mixed",
+    });
+    for (const r of results) {
+      await t.step(r.name, () => {
+        if (r.status === "fail") throw new Error(formatCase(r));
+      });
+    }
+    console.log(lines.join("\n"));
+  },
+});
+
 if (!present) {
   gpuTest("parity: fixtures folder missing (set BASED_SHARED_DIR)", () => {
     console.warn(`no fixtures at ${FIXTURES}: parity cases not run`);
