@@ -16,7 +16,7 @@
  * the reference's RMS (near-zero elements are judged against the tensor's
  * scale, not their own). G is counted per case from its structure. A GEMM
  * that sums runs of P products in f16 before flushing into f32
- * (GEMM_F16_PARTIAL_SUMS) adds their rounding, typically √P·u16 (a random
+ * (gemmF16PartialSums) adds their rounding, typically √P·u16 (a random
  * walk of P roundings): the f16 term is multiplied by 1 + √P.
  */
 import type { Engine } from "../tensor/engine.ts";
@@ -24,7 +24,7 @@ import { BasedError } from "../errors.ts";
 import { Autocast, setAutocast } from "../kernels/f16/autocast.ts";
 import { LossScaler } from "../optim/scaler.ts";
 import { F16_EPS } from "../tensor/f16.ts";
-import { GEMM_F16_PARTIAL_SUMS } from "../kernels/f16/gemm.ts";
+import { gemmF16PartialSums } from "../kernels/f16/gemm.ts";
 
 /** The amplification allowed over the direct rounding error (see the module comment). */
 export const AMPLIFY = 4;
@@ -45,7 +45,8 @@ export function f16Tolerance(
   for (let i = 0; i < ref.length; i++) ss += ref[i] * ref[i];
   const rms = Math.sqrt(ss / Math.max(1, ref.length));
   // a GEMM that sums runs of P products in f16 adds their rounding: typically √P·u16 (kernels/f16)
-  const r = AMPLIFY * roundings * F16_EPS * (1 + Math.sqrt(GEMM_F16_PARTIAL_SUMS));
+  const r = AMPLIFY * roundings * F16_EPS *
+    (1 + Math.sqrt(active ? gemmF16PartialSums(active.engine) : 0));
   return { atol: tol.atol + r * rms, rtol: tol.rtol + r, rel_l2: tol.rel_l2 + r };
 }
 

@@ -42,6 +42,26 @@ export function parsePrecision(v: unknown): { precision: Precision; note: string
   );
 }
 
+/**
+ * What runs on this adapter, and the line to print (or null). bf16 (the
+ * reference experiments' value, already a substitution) on an adapter with
+ * neither bf16 nor shader-f16 (e.g. Mesa's GL path) runs fp32, said in one
+ * line; an explicit 16-mixed there fails in MixedPrecision.create.
+ */
+export function precisionForAdapter(
+  p: { precision: Precision; note: string | null },
+  adapter: { hasF16: boolean; name: string },
+): { precision: Precision; line: string | null } {
+  if (p.precision === "16-mixed" && p.note !== null && !adapter.hasF16) {
+    return {
+      precision: "32-true",
+      line: `trainer.precision: WebGPU has no bf16 and this adapter (${adapter.name}) has no ` +
+        "shader-f16 for f16 mixed precision: running fp32 (32-true)",
+    };
+  }
+  return { precision: p.precision, line: p.note };
+}
+
 /** Fails (one line) when the adapter cannot run f16 mixed precision. */
 export function requireF16(e: Engine): void {
   if (!e.hasF16) {

@@ -32,7 +32,7 @@ import { LM_HEAD, withLmHead } from "../hf/tied.ts";
 import { initFrom } from "../hf/hooks.ts";
 import { findCheckpoint } from "./restore.ts";
 import { bindingLimitError, checkTokenIds, isBindingLimitError } from "./preflight.ts";
-import { MixedPrecision, scalerOptions, withPrecision } from "./amp.ts";
+import { MixedPrecision, precisionForAdapter, scalerOptions, withPrecision } from "./amp.ts";
 import type { ScalerState } from "../optim/scaler.ts";
 
 export interface TrainOptions {
@@ -105,14 +105,19 @@ export async function train(config: Config, opts: TrainOptions = {}): Promise<Tr
   // +init_from=DIR: fine-tune from a snapshot's or checkpoint's weights (and its model config)
   const init = await initFrom(config, (p) => findCheckpoint(p, opts.log), opts.log ?? console.log);
   const cfg = init?.cfg ?? config;
-  const S: TrainSettings = readSettings(cfg, opts.cwd ?? Deno.cwd());
+  let S: TrainSettings = readSettings(cfg, opts.cwd ?? Deno.cwd());
   // ddp (parallel/): trainer.devices > 1 = one process per device; rank 0 alone writes and logs
   const dp = await DataParallel.init(S.devices);
   const root = dp === null || dp.isRoot;
   const log = root ? opts.log ?? ((s: string) => console.log(s)) : () => {};
   const e = opts.engine ?? await initEngine();
   log(`adapter: ${e.info.name} (${e.info.backend})`);
-  if (S.precisionNote) log(S.precisionNote);
+  const run = precisionForAdapter(
+    { precision: S.precision, note: S.precisionNote },
+    { hasF16: e.hasF16, name: e.info.name },
+  );
+  if (run.line) log(run.line);
+  if (run.precision !== S.precision) S = { ...S, precision: run.precision };
   // f16 mixed precision (train/amp.ts): loss scaler + autocast, active until the end of the run
   const amp = S.precision === "16-mixed" ? MixedPrecision.create(e, scalerOptions(cfg)) : null;
   try {

@@ -10,12 +10,13 @@
  * output (i, j) must be within (2u16 + u16² + (K + 2)·u32)·Σ_p |a_ip||b_pj|
  * of the float64 product of the unrounded inputs (+2: alpha/beta and bias
  * roundings). A GEMM that sums runs of P products in f16 before flushing them
- * into f32 (kernels/f16/gemm.ts GEMM_F16_PARTIAL_SUMS) adds P·u16 (γ_P in
+ * into f32 (kernels/f16/gemm.ts gemmF16PartialSums: 0 where it widens to f32 on CPU
+ * adapters, the packed kernel's longest flush on GPUs) adds P·u16 (γ_P in
  * f16) and 2^-25 per product in f16's subnormal range.
  */
 import { deepStrictEqual as assertEquals, ok as assert } from "node:assert/strict";
 import { castToF16, castToF32, SCALER } from "../../kernels/f16/cast.ts";
-import { GEMM_F16_PARTIAL_SUMS, gemmF16 } from "../../kernels/f16/gemm.ts";
+import { gemmF16, gemmF16PartialSums } from "../../kernels/f16/gemm.ts";
 import { linearF16 } from "../../kernels/f16/linear.ts";
 import { Autocast } from "../../kernels/f16/autocast.ts";
 import * as ref from "../../kernels/matmul/reference.ts";
@@ -26,6 +27,8 @@ import type { Engine } from "../../tensor/engine.ts";
 import { gpuTest, readF64, Rng } from "../helpers.ts";
 
 const U16 = 2 ** -11, U32 = 2 ** -24;
+/** f16 partial-sum length of the GEMM path that runs on the test's engine (set per test) */
+let GEMM_F16_PARTIAL_SUMS = 0;
 
 /** The values every cast test runs through: normals, subnormals, ties, overflow, specials. */
 function castInputs(rng: Rng, n: number): Float32Array {
@@ -173,6 +176,7 @@ function checkBound(
 gpuTest(
   "f16 gemm: f16 inputs, f32 accumulation vs float64 (awkward sizes, transposes, offsets)",
   async (e) => {
+    GEMM_F16_PARTIAL_SUMS = gemmF16PartialSums(e);
     const rng = new Rng(12);
     const cases = [
       { m: 37, n: 29, k: 53, transA: false, transB: false },
@@ -272,6 +276,7 @@ async function linearCase(e: Engine, T: number, inF: number, outF: number, withB
 }
 
 gpuTest("f16 linear: forward and gradients vs float64 (awkward sizes)", async (e) => {
+  GEMM_F16_PARTIAL_SUMS = gemmF16PartialSums(e);
   await linearCase(e, 37, 19, 23, false);
   await linearCase(e, 70, 64, 33, true);
   await linearCase(e, 1, 5, 3, true);

@@ -15,7 +15,13 @@ import { GradClip } from "../../optim/clip.ts";
 import { backward, noGrad } from "../../tensor/tape.ts";
 import { tidy } from "../../tensor/tensor.ts";
 import type { Engine } from "../../tensor/engine.ts";
-import { MixedPrecision, parsePrecision, requireF16, withPrecision } from "../../train/amp.ts";
+import {
+  MixedPrecision,
+  parsePrecision,
+  precisionForAdapter,
+  requireF16,
+  withPrecision,
+} from "../../train/amp.ts";
 import { train } from "../../train/loop.ts";
 import { readSettings } from "../../train/settings.ts";
 import { gpuTest, Rng } from "../helpers.ts";
@@ -236,4 +242,17 @@ Deno.test("precision: an unsupported value is one line from `based train` and `b
     /--precision.*expected one of 32, 32-true, 16, 16-mixed, bf16, bf16-mixed/.test(e.err),
     e.err,
   );
+});
+
+Deno.test("amp: bf16 on an adapter without shader-f16 (Mesa's GL path) runs fp32, said in one line; 16-mixed is kept (and fails there)", () => {
+  const gl = { hasF16: false, name: "llvmpipe" }, gpu = { hasF16: true, name: "GPU" };
+  const bf16 = precisionForAdapter(parsePrecision("bf16"), gl);
+  assertEquals(bf16.precision, "32-true");
+  assert(bf16.line!.includes("running fp32"));
+  assertEquals(precisionForAdapter(parsePrecision("bf16"), gpu).precision, "16-mixed");
+  assertEquals(precisionForAdapter(parsePrecision("16-mixed"), gl), {
+    precision: "16-mixed",
+    line: null,
+  });
+  assertEquals(precisionForAdapter(parsePrecision("32"), gl), { precision: "32-true", line: null });
 });
