@@ -2,7 +2,7 @@
 import type { Command } from "commander";
 import { choices, int, intList, oneOf, PRECISIONS, subcommand } from "./options.ts";
 
-const BENCHES = ["copy", "matmul", "attention", "bandwidth", "optim", "step"] as const;
+const BENCHES = ["copy", "matmul", "attention", "bandwidth", "optim", "step", "generate"] as const;
 
 export function benchCommand(program: Command): void {
   subcommand(program, "bench")

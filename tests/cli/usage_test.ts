@@ -43,6 +43,8 @@ const CASES: [string[], string][] = [
   [["bench", "--lengths", "64,0"], "expected integers ≥ 1, comma-separated ('0')"],
   [["bench", "--batch", "0"], "expected an integer ≥ 1"],
   [["bench", "--only", "matmull"], "'matmull' is not one"],
+  // every benchmark the bench runs is a valid --only name (generate was missing)
+  [["bench", "--only", "matmull"], "copy, matmul, attention, bandwidth, optim, step, generate"],
   [["parity", "dir", "--view", "nope"], "unknown linear-attention view 'nope'"],
   [["train", "--bogus"], "unknown option '--bogus'"],
   [["plot"], "missing required argument 'run_dir'"],
