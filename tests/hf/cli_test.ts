@@ -169,6 +169,8 @@ Deno.test({
       "validation",
       "--limit",
       "3",
+      "--precision",
+      "32", // the run trained in f16 mixed precision; a snapshot evaluates in fp32 by default
     ]);
     ok(evalOwn.stdout.includes(`checkpoint: based checkpoint ${step} (step 2)`), evalOwn.stdout);
     const evalHf = await based([
