@@ -1,12 +1,10 @@
 /** The data module on WikiText (shared files and a temporary layout) and the bundled KJV corpus. */
 import { deepStrictEqual as assertEquals, ok as assert } from "node:assert/strict";
-import { SHARED } from "../helpers.ts";
+import { WIKITEXT as WT, wikitextTest } from "../helpers.ts";
 import { loadDataModule } from "../../data/datamodule.ts";
 import { KJV_LINES, KJV_SHA256, kjvBytes, kjvSplitRows, kjvText } from "../../data/kjv.ts";
 import { encode } from "../../data/tokenize/mod.ts";
 import { BasedError } from "../../tensor/errors.ts";
-
-const WT = `${SHARED.replace(/\/$/, "")}/data/wikitext`;
 
 async function rejection(p: Promise<unknown>): Promise<Error> {
   try {
@@ -17,7 +15,7 @@ async function rejection(p: Promise<unknown>): Promise<Error> {
   throw new Error("expected a rejection");
 }
 
-Deno.test("datamodule: WikiText-103 validation/test from the shared folder", async () => {
+wikitextTest("datamodule: WikiText-103 validation/test from the shared folder", async () => {
   const logs: string[] = [];
   const dm = await loadDataModule(
     {

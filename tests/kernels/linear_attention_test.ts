@@ -19,7 +19,9 @@ import {
   checkFiniteDiff,
   dot,
   type F64,
+  fixtureCpuTest,
   FIXTURES,
+  fixtureTest,
   fixtureTol,
   gpuTest,
   param,
@@ -130,7 +132,7 @@ Deno.test("linear attention ref: every view's backward matches finite difference
   assertClose("recurrent ref", ref.recurrent(q, k, v, s).y, y0.y, { atol: 1e-12, rtol: 1e-12 });
 });
 
-Deno.test("linear attention ref: fixtures la.c0 and la.c1 (float64 reference)", async () => {
+fixtureCpuTest("linear attention ref: fixtures la.c0 and la.c1 (float64 reference)", async () => {
   const f = await fixtures();
   for (const p of ["la.c0", "la.c1"]) {
     const sq = shapeOf(f, `${p}.q`), sv = shapeOf(f, `${p}.v`);
@@ -165,51 +167,57 @@ Deno.test("linear attention: resolveView maps the reference names", () => {
 
 // ------------------------------------------------------------------ fixtures on the GPU
 
-gpuTest("taylorFeatureMap: fixture phi_q / phi_k; backward of cdp_dQ gives num_dq", async (e) => {
-  const f = await fixtures();
-  const sq = shapeOf(f, "la.c0.q");
-  for (const w of ["q", "k"]) {
-    const x = e.tensor(tensorData(f, `la.c0.${w}`), sq);
-    const phi = taylorFeatureMap(x);
-    assertEquals(phi.shape, [...sq.slice(0, 3), 273]);
+fixtureTest(
+  "taylorFeatureMap: fixture phi_q / phi_k; backward of cdp_dQ gives num_dq",
+  async (e) => {
+    const f = await fixtures();
+    const sq = shapeOf(f, "la.c0.q");
+    for (const w of ["q", "k"]) {
+      const x = e.tensor(tensorData(f, `la.c0.${w}`), sq);
+      const phi = taylorFeatureMap(x);
+      assertEquals(phi.shape, [...sq.slice(0, 3), 273]);
+      assertClose(
+        `phi_${w}`,
+        await readF64(phi),
+        fx(f, `la.c0.phi_${w}`),
+        fixtureTol(`la.c0.phi_${w}`),
+      );
+      x.dispose();
+      phi.dispose();
+    }
+    const q = param(e, fx(f, "la.c0.q"), sq);
+    const phi = taylorFeatureMap(q);
+    const g = e.tensor(tensorData(f, "la.c0.cdp_dQ"), phi.shape);
+    backward(phi, g);
     assertClose(
-      `phi_${w}`,
-      await readF64(phi),
-      fx(f, `la.c0.phi_${w}`),
-      fixtureTol(`la.c0.phi_${w}`),
+      "phi backward",
+      await readF64(q.grad!),
+      fx(f, "la.c0.num_dq"),
+      fixtureTol("la.c0.num_dq"),
     );
-    x.dispose();
-    phi.dispose();
-  }
-  const q = param(e, fx(f, "la.c0.q"), sq);
-  const phi = taylorFeatureMap(q);
-  const g = e.tensor(tensorData(f, "la.c0.cdp_dQ"), phi.shape);
-  backward(phi, g);
-  assertClose(
-    "phi backward",
-    await readF64(q.grad!),
-    fx(f, "la.c0.num_dq"),
-    fixtureTol("la.c0.num_dq"),
-  );
-  for (const t of [q, q.grad!, phi, g]) t.dispose();
-});
+    for (const t of [q, q.grad!, phi, g]) t.dispose();
+  },
+);
 
 for (const view of VIEWS) {
-  gpuTest(`linear attention [${view}]: fixtures la.c0, la.c1 forward and backward`, async (e) => {
-    const f = await fixtures();
-    for (const p of ["la.c0", "la.c1"]) {
-      const sq = shapeOf(f, `${p}.q`), sv = shapeOf(f, `${p}.v`);
-      const s = { B: sq[0], H: sq[1], L: sq[2], F: sq[3], D: sv[3] };
-      const tl = (n: string) =>
-        ref.swapAxes12(fx(f, `${p}.${n}`), n === "q" || n === "k" ? sq : sv);
-      const r = await runView(e, { s, q: tl("q"), k: tl("k"), v: tl("v"), dy: tl("dy") }, view);
-      const back = (x: F64, shape: number[]) => ref.swapAxes12(x, [s.B, s.L, s.H, shape[3]]);
-      assertClose(`${p}.y [${view}]`, back(r.y, sv), fx(f, `${p}.y`), fixtureTol(`${p}.y`));
-      assertClose(`${p}.dq [${view}]`, back(r.dq, sq), fx(f, `${p}.dq`), fixtureTol(`${p}.dq`));
-      assertClose(`${p}.dk [${view}]`, back(r.dk, sq), fx(f, `${p}.dk`), fixtureTol(`${p}.dk`));
-      assertClose(`${p}.dv [${view}]`, back(r.dv, sv), fx(f, `${p}.dv`), fixtureTol(`${p}.dv`));
-    }
-  });
+  fixtureTest(
+    `linear attention [${view}]: fixtures la.c0, la.c1 forward and backward`,
+    async (e) => {
+      const f = await fixtures();
+      for (const p of ["la.c0", "la.c1"]) {
+        const sq = shapeOf(f, `${p}.q`), sv = shapeOf(f, `${p}.v`);
+        const s = { B: sq[0], H: sq[1], L: sq[2], F: sq[3], D: sv[3] };
+        const tl = (n: string) =>
+          ref.swapAxes12(fx(f, `${p}.${n}`), n === "q" || n === "k" ? sq : sv);
+        const r = await runView(e, { s, q: tl("q"), k: tl("k"), v: tl("v"), dy: tl("dy") }, view);
+        const back = (x: F64, shape: number[]) => ref.swapAxes12(x, [s.B, s.L, s.H, shape[3]]);
+        assertClose(`${p}.y [${view}]`, back(r.y, sv), fx(f, `${p}.y`), fixtureTol(`${p}.y`));
+        assertClose(`${p}.dq [${view}]`, back(r.dq, sq), fx(f, `${p}.dq`), fixtureTol(`${p}.dq`));
+        assertClose(`${p}.dk [${view}]`, back(r.dk, sq), fx(f, `${p}.dk`), fixtureTol(`${p}.dk`));
+        assertClose(`${p}.dv [${view}]`, back(r.dv, sv), fx(f, `${p}.dv`), fixtureTol(`${p}.dv`));
+      }
+    },
+  );
 }
 
 // ------------------------------------------------------------------ views vs reference and each other

@@ -9,6 +9,7 @@ import {
   checkFiniteDiff,
   dot,
   type F64,
+  fixtureCpuTest,
   FIXTURES,
   fixtureTest,
   fixtureTol,
@@ -77,7 +78,7 @@ Deno.test("rotary ref: gradient (rotation by −θ) matches finite differences",
   }
 });
 
-Deno.test("rotary: tables match flash-attn's (the fixture's swa.cos / swa.sin)", async () => {
+fixtureCpuTest("rotary: tables match flash-attn's (the fixture's swa.cos / swa.sin)", async () => {
   const f = await readSafetensors(`${FIXTURES}/sliding_window.safetensors`);
   const [L, half] = f.tensors.get("swa.cos")!.shape;
   const { cos, sin } = rotaryTables(L, 2 * half, 10000, 0);

@@ -4,19 +4,15 @@
  * rotary, BaseConv, the three mixers, the full model in each view, AdamW)
  * within the manifest's tolerances. One test step per case.
  */
-import { FIXTURES, gpuTest } from "../helpers.ts";
+import { FIXTURES, HAVE_FIXTURES, sharedMissing, skipName } from "../helpers.ts";
 import { formatCase, runParity } from "../../model/parity.ts";
 
-let present = true;
-try {
-  Deno.statSync(`${FIXTURES}/manifest.json`);
-} catch {
-  present = false;
-}
-
 Deno.test({
-  name: "parity: reference fixtures (all cases, three linear-attention views)",
-  ignore: !present,
+  name: skipName(
+    "parity: reference fixtures (all cases, three linear-attention views)",
+    sharedMissing("fixtures", "manifest.json"),
+  ),
+  ignore: !HAVE_FIXTURES,
   sanitizeOps: false,
   sanitizeResources: false,
   fn: async (t) => {
@@ -32,9 +28,3 @@ Deno.test({
     console.log(lines.join("\n"));
   },
 });
-
-if (!present) {
-  gpuTest("parity: fixtures folder missing (set BASED_SHARED_DIR)", () => {
-    console.warn(`no fixtures at ${FIXTURES}: parity cases not run`);
-  });
-}

@@ -13,7 +13,7 @@ import {
   tensorData,
   type TensorToWrite,
 } from "../../tensor/safetensors.ts";
-import { FIXTURES } from "../helpers.ts";
+import { fixtureCpuTest, FIXTURES } from "../helpers.ts";
 
 const SRC = "crafted.safetensors";
 
@@ -184,7 +184,7 @@ interface ManifestTensor {
   max_abs?: number;
 }
 
-Deno.test("safetensors: reads every shared fixture as the manifest describes it", async () => {
+fixtureCpuTest("safetensors: reads every shared fixture as the manifest describes it", async () => {
   const manifest = JSON.parse(await Deno.readTextFile(`${FIXTURES}/manifest.json`)) as {
     files: Record<string, { tensors: number; bytes: number }>;
     tensors: Record<string, ManifestTensor>;
