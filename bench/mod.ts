@@ -7,7 +7,7 @@
 import { join } from "node:path";
 import { type Engine, initEngine } from "../tensor/engine.ts";
 import { benchCopy } from "./copy.ts";
-import { type BenchRow, formatRows, H200 } from "./report.ts";
+import { type BenchRow, formatRows, FULL_SIZES, H200, h200, STEP_360M } from "./report.ts";
 import { benchMatmul, defaultMatmulSizes, tuneMatmul } from "./matmul.ts";
 import { benchAttention, benchSlidingWindow } from "./attention.ts";
 import { benchOptim } from "./optim.ts";
@@ -73,6 +73,8 @@ export async function runBench(opts: BenchOptions): Promise<void> {
   const want = (n: string) => !only || only.has(n);
   const quick = opts.quick ?? e.info.isFallback;
   const rows: BenchRow[] = [];
+  // anchors hold for the full sizes only; --quick and --lengths runs are other workloads
+  const scale = quick ? "quick sizes" : FULL_SIZES;
   const results: Record<string, unknown> = {
     adapter: e.info.name,
     backend: e.info.backend,
@@ -84,7 +86,7 @@ export async function runBench(opts: BenchOptions): Promise<void> {
   if (cached) log(`matmul tuning: ${cached} entries from the cache`);
   if (opts.tune) await tune(e, log, quick, opts.filter);
   const flush = () => {
-    if (rows.length) log(formatRows(rows.splice(0)));
+    if (rows.length) log(formatRows(rows.splice(0), e.info.name));
   };
 
   if (want("copy")) {
@@ -94,8 +96,8 @@ export async function runBench(opts: BenchOptions): Promise<void> {
       name: `copy ${(r.bytes / 2 ** 30).toFixed(2)} GiB`,
       value: r.tbps,
       unit: "TB/s",
-      limit: H200.copyTBps,
-      limitName: "H200 copy (PyTorch)",
+      workload: `copy ${r.bytes} bytes`,
+      anchor: h200(H200.copyTBps, "PyTorch copy", `copy ${1 << 30} bytes`),
     });
     flush();
   }
@@ -117,8 +119,8 @@ export async function runBench(opts: BenchOptions): Promise<void> {
         name: `matmul ${m.name} [${m.config}]`,
         value: m.tflops,
         unit: "TFLOP/s",
-        limit: H200.cublasFp32TFlops,
-        limitName: "cuBLAS fp32",
+        workload: scale,
+        anchor: h200(H200.cublasFp32TFlops, "cuBLAS fp32"),
       });
     }
     flush();
@@ -132,6 +134,8 @@ export async function runBench(opts: BenchOptions): Promise<void> {
     const B = quick ? 1 : 8, H = quick ? 2 : 16;
     const r = await benchAttention(e, { lengths, B, H });
     results.attention = { B, H, rows: r };
+    // the anchors ran B8 H16 F16 D64
+    const laWorkload = (L: number) => `B${B} H${H} L${L}`;
     for (const a of r) {
       const goal = LA_GOAL[a.view]?.[a.L];
       const torch = TORCH_LA[a.L];
@@ -140,8 +144,8 @@ export async function runBench(opts: BenchOptions): Promise<void> {
           name: `linear attn ${a.view} L${a.L} fwd+bwd`,
           value: a.fwdBwdMs,
           unit: "ms",
-          limit: goal,
-          limitName: "goal",
+          workload: laWorkload(a.L),
+          anchor: h200(goal, "goal", `B8 H16 L${a.L}`),
           lowerIsBetter: true,
         });
       } else if (torch && a.view === "quadratic") {
@@ -149,16 +153,16 @@ export async function runBench(opts: BenchOptions): Promise<void> {
           name: `linear attn quadratic L${a.L} fwd+bwd`,
           value: a.fwdBwdMs,
           unit: "ms",
-          limit: torch.quadratic,
-          limitName: "PyTorch quadratic fp32",
+          workload: laWorkload(a.L),
+          anchor: h200(torch.quadratic, "PyTorch quadratic fp32", `B8 H16 L${a.L}`),
           lowerIsBetter: true,
         });
       } else {rows.push({
           name: `linear attn ${a.view} L${a.L} fwd+bwd`,
           value: a.fwdBwdMs,
           unit: "ms",
-          limit: torch?.fla ?? a.fwdBwdMs,
-          limitName: torch ? "fla fp32" : "(no anchor)",
+          workload: laWorkload(a.L),
+          anchor: torch ? h200(torch.fla, "fla fp32", `B8 H16 L${a.L}`) : undefined,
           lowerIsBetter: true,
         });}
     }
@@ -186,8 +190,7 @@ export async function runBench(opts: BenchOptions): Promise<void> {
           name: `sliding window 128 L${s.L} fwd+bwd`,
           value: s.fwdBwdMs,
           unit: "ms",
-          limit: s.fwdBwdMs,
-          limitName: "(no anchor)",
+          workload: scale,
           lowerIsBetter: true,
         });
       }
@@ -230,8 +233,8 @@ export async function runBench(opts: BenchOptions): Promise<void> {
         name: b.name,
         value: b.tbps,
         unit: "TB/s",
-        limit: H200.copyTBps,
-        limitName: "copy",
+        workload: scale,
+        anchor: h200(H200.copyTBps, "H200 copy"),
       });
     }
     flush();
@@ -243,15 +246,15 @@ export async function runBench(opts: BenchOptions): Promise<void> {
       name: `AdamW step ${(r as { params?: number }).params ?? ""} params (adam only)`,
       value: r.adamTbps,
       unit: "TB/s",
-      limit: H200.copyTBps,
-      limitName: "copy",
+      workload: scale,
+      anchor: h200(H200.copyTBps, "H200 copy"),
     });
     rows.push({
       name: "AdamW + clip (effective 28 B/param)",
       value: r.tbps,
       unit: "TB/s",
-      limit: H200.copyTBps,
-      limitName: "copy",
+      workload: scale,
+      anchor: h200(H200.copyTBps, "H200 copy"),
     });
     flush();
   }
@@ -275,15 +278,15 @@ export async function runBench(opts: BenchOptions): Promise<void> {
           name: `${experiment} step B${r.batch}x${r.seqLen} ${view}`,
           value: r.tokensPerSec,
           unit: "tok/s",
-          limit: H200.torchStepFp32TokS,
-          limitName: "PyTorch fp32",
+          workload: `${experiment} B${r.batch}x${r.seqLen}`,
+          anchor: h200(H200.torchStepFp32TokS, "PyTorch fp32", STEP_360M),
         });
         rows.push({
           name: `  peak memory`,
           value: r.peakBytes / 2 ** 30,
           unit: "GiB",
-          limit: 63.5,
-          limitName: "PyTorch fp32",
+          workload: `${experiment} B${r.batch}x${r.seqLen}`,
+          anchor: h200(H200.torchStepFp32GiB, "PyTorch fp32", STEP_360M),
           lowerIsBetter: true,
         });
       } catch (err) {
