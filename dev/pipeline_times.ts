@@ -7,6 +7,8 @@
  * it once (one workgroup, zero-filled buffers and parameters) alone, timing
  * creation + first dispatch: Mesa's llvmpipe (under both lavapipe and GL)
  * compiles a shader when it is first dispatched, not when it is created.
+ * With BASED_DUMP_WGSL=DIR each pipeline's WGSL is written to DIR (for
+ * dev/compile_wgsl.ts, which times them one by one on another backend).
  */
 import { loadConfig } from "../train/cli.ts";
 import { train } from "../train/loop.ts";
@@ -35,15 +37,21 @@ P.createPipelineLayout = function (this: GPUDevice, d) {
   bglOf.set(l, [...d.bindGroupLayouts][0] as GPUBindGroupLayout);
   return l;
 };
+const dump = Deno.env.get("BASED_DUMP_WGSL");
+if (dump) Deno.mkdirSync(dump, { recursive: true });
 P.createComputePipeline = function (this: GPUDevice, d) {
   device = this;
   const bgl = bglOf.get(d.layout as GPUPipelineLayout)!;
-  recs.push({
+  const r = {
     label: d.label ?? "?",
     code: codeOf.get(d.compute.module)!,
     bgl,
     entries: nEntries.get(bgl)!,
-  });
+  };
+  // written as each pipeline is created (before it compiles, at its first dispatch)
+  const name = `${String(recs.length).padStart(3, "0")}_${r.label}_b${r.entries}.wgsl`;
+  if (dump) Deno.writeTextFileSync(`${dump}/${name}`, r.code);
+  recs.push(r);
   return createComputePipeline.call(this, d);
 };
 
