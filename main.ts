@@ -50,6 +50,21 @@ program.command("train")
     await train(cfg);
   });
 
+program.command("demo")
+  .description(
+    "trains based-tiny on the bundled corpus (60 steps; 20 on a CPU adapter through GL)",
+  )
+  .argument("[overrides...]", "extra overrides, e.g. trainer.max_steps=200")
+  .action(async (overrides: string[]) => {
+    const { demoArgs } = await import("./train/demo.ts");
+    const { loadConfig } = await import("./train/cli.ts");
+    const { train } = await import("./train/loop.ts");
+    const e = await initEngine();
+    const { args, note } = demoArgs(e.info.softwareGl, overrides);
+    if (note) console.log(note);
+    await train(await loadConfig(args));
+  });
+
 program.command("eval")
   .description("validation and test loss / perplexity of a checkpoint")
   .requiredOption("--checkpoint <dir>", "a checkpoint (step_*) or a checkpoint directory (newest)")
