@@ -4,9 +4,9 @@
  *   based info | bench | parity DIR | eval | generate | plot RUN_DIR
  */
 import { Command } from "commander";
-import { BasedError } from "./tensor/errors.ts";
+import { BasedError } from "./errors.ts";
 import { initEngine } from "./tensor/engine.ts";
-import { formatBytes } from "./tensor/errors.ts";
+import { formatBytes } from "./errors.ts";
 
 const program = new Command("based")
   .description("Deno-native trainer for Based linear-attention language models (WebGPU)")
@@ -178,7 +178,7 @@ program.command("parity")
   )
   .option("--filter <text>", "only cases whose name contains this")
   .action(async (dir: string, opts: { view: string; filter?: string }) => {
-    const { runParity } = await import("./model/parity.ts");
+    const { runParity } = await import("./parity/parity.ts");
     const { resolveView } = await import("./kernels/linear_attention/mod.ts");
     const e = await initEngine();
     console.log(`parity: ${dir} on ${e.info.name}`);

@@ -52,13 +52,14 @@ export { BasedLM, type Batch, EMBEDDING } from "./model/based.ts";
 export { type BasedConfig, type MixerConfig, modelConfigFromCfg } from "./model/config.ts";
 export { declareParams, initValues, type ParamDecl } from "./model/params.ts";
 export { lmHeadLogits, lmHeadLoss } from "./model/lm_head.ts";
-export { runParity } from "./model/parity.ts";
+export { runParity } from "./parity/parity.ts";
 
 // optimizer, data, config, training
 export * from "./optim/mod.ts";
 export { loadDataModule } from "./data/datamodule.ts";
 export { evalBatches, LMDataset, TrainSampler } from "./data/lm_dataset.ts";
 export { decode, encode, EOS } from "./data/tokenize/mod.ts";
-export { applyOverrides, composeConfig, type Config, toYaml } from "./config/mod.ts";
+export { applyOverrides, type Config, toYaml } from "./config/mod.ts";
+export { composeConfig } from "./configs/mod.ts";
 export { evaluate, train, type TrainResult } from "./train/loop.ts";
 export { latestCheckpoint, loadCheckpoint, saveCheckpoint } from "./train/checkpoint.ts";

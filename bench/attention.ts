@@ -8,7 +8,7 @@
  *   deno run -A bench/attention.ts [views=quadratic,chunked,cumsum] [lengths=512,2048] [B=8] [H=16]
  */
 import { type Engine, initEngine } from "../tensor/engine.ts";
-import { formatBytes } from "../tensor/errors.ts";
+import { formatBytes } from "../errors.ts";
 import { backward, noGrad } from "../tensor/tape.ts";
 import type { Tensor } from "../tensor/tensor.ts";
 import {

@@ -11,7 +11,7 @@ import { AdamW } from "../optim/adamw.ts";
 import { GradClip } from "../optim/clip.ts";
 import { median } from "./report.ts";
 
-/** Based-360m group sizes (spec §4.2). */
+/** Based-360m group sizes (docs/reference.md, Training). */
 const DECAY_360M = 311_063_552;
 const NO_DECAY_360M = 51_557_376;
 /** parameters per synthetic tensor (the 360m model's largest non-embedding tensors are 4M) */

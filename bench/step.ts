@@ -12,9 +12,9 @@ import { modelConfigFromCfg } from "../model/config.ts";
 import { AdamW } from "../optim/adamw.ts";
 import { GradClip } from "../optim/clip.ts";
 import { paramGroup } from "../optim/groups.ts";
-import { composeConfig } from "../config/mod.ts";
+import { composeConfig } from "../configs/mod.ts";
 import { Random } from "../tensor/random.ts";
-import { formatBytes } from "../tensor/errors.ts";
+import { formatBytes } from "../errors.ts";
 import { formatProfile } from "../train/progress.ts";
 
 export { formatProfile };

@@ -1,9 +1,9 @@
 /**
- * Typed reads from a resolved config. Each throws a one-line BasedError that
+ * Typed reads from a resolved config. Each throws a one-line ConfigError that
  * names the key (and the closest existing key when it is missing); each takes
  * an optional default, used when the key is missing or null.
  */
-import { BasedError } from "../tensor/errors.ts";
+import { ConfigError } from "./errors.ts";
 import { allPaths, splitKey } from "./resolve.ts";
 import {
   brief,
@@ -30,7 +30,10 @@ function lookup(cfg: Config, key: string): { found: boolean; value?: ConfigValue
 
 function missing(cfg: Config, key: string): never {
   const best = closestKey(key, allPaths(cfg));
-  throw new BasedError(`missing config key '${key}'`, best ? `did you mean '${best}'?` : undefined);
+  throw new ConfigError(
+    `missing config key '${key}'`,
+    best ? `did you mean '${best}'?` : undefined,
+  );
 }
 
 function read<T>(
@@ -44,10 +47,10 @@ function read<T>(
   if (!r.found || r.value === null) {
     if (def !== NO_DEFAULT) return def;
     if (!r.found) missing(cfg, key);
-    throw new BasedError(`config key '${key}' is null`, `it must be ${want}`);
+    throw new ConfigError(`config key '${key}' is null`, `it must be ${want}`);
   }
   if (!ok(r.value!)) {
-    throw new BasedError(
+    throw new ConfigError(
       `config key '${key}' must be ${want}, got ${brief(r.value)} (${typeName(r.value)})`,
     );
   }

@@ -10,7 +10,7 @@
  * Deviation (lenient): unquoted resolver arguments may contain any character
  * except `,` `}` and unbalanced brackets (OmegaConf rejects e.g. `(` and `<`).
  */
-import { BasedError } from "../tensor/errors.ts";
+import { ConfigError } from "./errors.ts";
 import { MAX_DEPTH } from "./util.ts";
 
 export type Seg = string | Interp;
@@ -45,7 +45,7 @@ class Parser {
   constructor(readonly s: string, readonly where: string) {}
 
   fail(msg: string): never {
-    throw new BasedError(
+    throw new ConfigError(
       `malformed interpolation in '${this.where}': ${msg}`,
       `in ${JSON.stringify(this.s.length > 80 ? this.s.slice(0, 77) + "..." : this.s)}`,
     );

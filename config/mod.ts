@@ -1,13 +1,16 @@
 /**
- * based's configuration system: Hydra 1.3 / OmegaConf 2.3 composition of the
- * YAML tree in configs/ (compiled in via configs/bundle.ts), command-line
- * overrides, interpolation with a safe `eval`, typed accessors.
+ * A Hydra 1.3 / OmegaConf 2.3 work-alike: composition of a YAML tree given as
+ * config sources, command-line overrides, interpolation with a safe `eval`,
+ * typed accessors. Self-contained: it imports nothing outside this folder
+ * (and the `yaml` npm package).
  *
- *   const cfg = composeConfig(["experiment=example/based-360m", "trainer.devices=1"]);
+ *   const cfg = composeConfig(["experiment=example/based-360m", "trainer.devices=1"], {
+ *     sources: [await dirSource("configs")],
+ *   });
  *   cfgInt(cfg, "trainer.accumulate_grad_batches")  // 32
- *   toYaml(cfg)                                      // what `based train ... --cfg` prints
+ *   toYaml(cfg)                                      // YAML that parses back to cfg
  *
- * Every failure is a one-line BasedError.
+ * Every failure is a one-line ConfigError.
  */
 import { type Override, parseOverride as parseOverride_ } from "./overrides.ts";
 import { type ResolveContext, resolveTree as resolveTree_ } from "./resolve.ts";
@@ -15,9 +18,16 @@ import { safeEval as safeEval_ } from "./safe_eval.ts";
 import { type Budget, type ConfigMap, type ConfigValue, guard, type Scalar } from "./util.ts";
 import { parseYaml as parseYaml_, toYaml as toYaml_ } from "./yaml_io.ts";
 
-export { applyOverrides, composeConfig, type ComposeOptions, composeRaw } from "./compose.ts";
+export {
+  applyOverrides,
+  composeConfig,
+  type ComposeOptions,
+  composeRaw,
+  type Composition,
+} from "./compose.ts";
+export { ConfigError, USER_ERROR } from "./errors.ts";
 export { cfgBool, cfgGet, cfgInt, cfgList, cfgMap, cfgNum, cfgStr } from "./access.ts";
-export { bundleSource, type ConfigSource, dirSource, dirSourceSync, mapSource } from "./source.ts";
+export { type ConfigSource, dirSource, dirSourceSync, mapSource } from "./source.ts";
 export { allPaths, type ResolveContext, RESOLVERS, splitKey, strftime } from "./resolve.ts";
 export type { Override } from "./overrides.ts";
 export {
@@ -27,6 +37,7 @@ export {
   type ConfigMap,
   type ConfigValue,
   editDistance,
+  type Obj,
   pyStr,
   rankByDistance,
   type Scalar,

@@ -12,7 +12,7 @@
  * Beyond Hydra (OmegaConf has no types for plain YAML): a plain `key=value`
  * must match the type of the value it replaces (see checkType).
  */
-import { BasedError } from "../tensor/errors.ts";
+import { ConfigError } from "./errors.ts";
 import { parsePrimitive, Resolver, splitKey } from "./resolve.ts";
 import {
   brief,
@@ -43,7 +43,7 @@ export interface Override {
 }
 
 function fail(input: string, msg: string): never {
-  throw new BasedError(`malformed override '${clip(input)}': ${msg}`);
+  throw new ConfigError(`malformed override '${clip(input)}': ${msg}`);
 }
 
 class ValueParser {
@@ -263,7 +263,7 @@ function castValue(fn: string, v: ConfigValue, input: string): ConfigValue {
 /** Parses one command-line override. */
 export function parseOverride(input: string): Override {
   if (typeof input !== "string") {
-    throw new BasedError(`an override must be a string, got ${brief(input)}`);
+    throw new ConfigError(`an override must be a string, got ${brief(input)}`);
   }
   if (input.length > 100_000) fail(input.slice(0, 40), "too long");
   let s = input;
@@ -330,7 +330,7 @@ function locate(
       node = node[Number(seg)];
     } else {
       if (create) {
-        throw new BasedError(
+        throw new ConfigError(
           `cannot apply '${input}': '${path.slice(0, i).join(".")}' is a ${
             typeName(node)
           }, not a mapping`,
@@ -341,7 +341,7 @@ function locate(
   }
   if (isMap(node) || Array.isArray(node)) return { parent: node, last: path[path.length - 1] };
   if (create) {
-    throw new BasedError(
+    throw new ConfigError(
       `cannot apply '${input}': '${path.slice(0, -1).join(".")}' is a ${
         typeName(node)
       }, not a mapping`,
@@ -371,7 +371,7 @@ function setChild(
 ): void {
   if (Array.isArray(parent)) {
     if (!/^\d+$/.test(last) || Number(last) >= parent.length) {
-      throw new BasedError(`cannot apply '${input}': list index ${last} is out of range`);
+      throw new ConfigError(`cannot apply '${input}': list index ${last} is out of range`);
     }
     parent[Number(last)] = v;
   } else parent[last] = v;
@@ -390,7 +390,7 @@ function unknownKey(
     hint = `did you mean the config group '${best}'?`;
   } else if (best !== undefined) hint = `did you mean '${best}'?`;
   else hint = `to add a new key use +${clip(input.replace(/^[+~]+/, ""))}`;
-  throw new BasedError(`unknown config key '${clip(key)}'`, hint);
+  throw new ConfigError(`unknown config key '${clip(key)}'`, hint);
 }
 
 /** Merges a mapping into another in struct mode: every key must exist already. */
@@ -431,7 +431,7 @@ export function checkType(key: string, current: ConfigValue | undefined, o: Over
   const want = typeName(current);
   const bad = (): never => {
     const article = /^[aeiou]/.test(want) ? "an" : "a";
-    throw new BasedError(
+    throw new ConfigError(
       `config key '${key}' expects ${article} ${want}, got ${brief(o.raw ?? v)}`,
       `from '${clip(o.input)}'`,
     );
@@ -466,26 +466,26 @@ export function applyConfigOverrides(
 ): void {
   for (const o of overrides) {
     if (o.package !== undefined) {
-      throw new BasedError(
+      throw new ConfigError(
         `override '${o.input}' looks like a config group override, but config group '${o.key}' does not exist`,
       );
     }
     const key = o.key;
     const path = splitKey(key);
     if (path.some((p) => p === "")) {
-      throw new BasedError(`malformed override '${o.input}': empty key segment`);
+      throw new ConfigError(`malformed override '${o.input}': empty key segment`);
     }
     switch (o.kind) {
       case "delete": {
         const loc = locate(root, path, false, o.input);
         const cur = loc && getChild(loc.parent, loc.last);
         if (!loc || !cur?.ok) {
-          throw new BasedError(`cannot delete '${key}': no such key`, hintFor(root, key));
+          throw new ConfigError(`cannot delete '${key}': no such key`, hintFor(root, key));
         }
         if (o.value !== undefined && o.raw !== "") {
           const now = resolveCurrent(root, path);
           if (!deepEqual(now, o.value) && !deepEqual(cur.v, o.value)) {
-            throw new BasedError(
+            throw new ConfigError(
               `cannot delete '${key}': its value is ${brief(now ?? cur.v)}, not ${brief(o.value)}`,
             );
           }
@@ -496,11 +496,11 @@ export function applyConfigOverrides(
       }
       case "add": {
         const loc = locate(root, path, true, o.input);
-        if (!loc) throw new BasedError(`cannot apply '${clip(o.input)}': no such list item`);
+        if (!loc) throw new ConfigError(`cannot apply '${clip(o.input)}': no such list item`);
         const cur = getChild(loc.parent, loc.last);
         const v = o.value!;
         if (cur.ok && cur.v !== null && !(isMap(v) || Array.isArray(v))) {
-          throw new BasedError(
+          throw new ConfigError(
             `cannot add '${key}': it exists already`,
             `use ${o.input.slice(1)} to change it, or +${o.input} to add or change`,
           );
@@ -511,7 +511,7 @@ export function applyConfigOverrides(
       }
       case "force": {
         const loc = locate(root, path, true, o.input);
-        if (!loc) throw new BasedError(`cannot apply '${clip(o.input)}': no such list item`);
+        if (!loc) throw new ConfigError(`cannot apply '${clip(o.input)}': no such list item`);
         const cur = getChild(loc.parent, loc.last);
         const v = o.value!;
         if (cur.ok && isMap(cur.v) && isMap(v)) openMerge(cur.v, v);
@@ -547,7 +547,7 @@ export function tryResolve(
     if (!r.hasRaw(path)) return undefined;
     return r.resolvePath(path);
   } catch (e) {
-    if (e instanceof BasedError) return undefined;
+    if (e instanceof ConfigError) return undefined;
     throw e;
   }
 }

@@ -6,7 +6,7 @@
  * oc.select, hydra, now. Every node is resolved once (memoised); a node met
  * again while it is being resolved is a cycle. The work is bounded (Budget).
  */
-import { BasedError } from "../tensor/errors.ts";
+import { ConfigError } from "./errors.ts";
 import { type Arg, hasInterpolation, type Interp, parseTemplate, type Seg } from "./interp.ts";
 import { safeEval } from "./safe_eval.ts";
 import {
@@ -177,10 +177,10 @@ export class Resolver {
         const raw = this.#rawAt(p);
         return typeof raw === "string";
       }).map(showPath);
-      throw new BasedError(`interpolation cycle: ${[...chain, showPath(path)].join(" -> ")}`);
+      throw new ConfigError(`interpolation cycle: ${[...chain, showPath(path)].join(" -> ")}`);
     }
     if (this.#stack.length > 300 || path.length > MAX_DEPTH) {
-      throw new BasedError(
+      throw new ConfigError(
         `interpolation chain too deep at '${showPath(path)}'`,
         "more than 300 nested references",
       );
@@ -193,7 +193,7 @@ export class Resolver {
     try {
       if (typeof raw === "string") {
         if (raw === "???") {
-          throw new BasedError(
+          throw new ConfigError(
             `config key '${showPath(path)}' is mandatory ('???') and has no value`,
             `set it: ${showPath(path)}=...`,
           );
@@ -243,7 +243,7 @@ export class Resolver {
     const container = at.slice(0, -1);
     const climb = up - 1;
     if (climb > container.length) {
-      throw new BasedError(
+      throw new ConfigError(
         `interpolation '${text}' at '${showPath(at)}' climbs above the root`,
         `'${showPath(at)}' is only ${container.length} level(s) deep`,
       );
@@ -272,11 +272,11 @@ export class Resolver {
       );
       const path = this.#target(at, it.up, key, it.text);
       if (path.length === 0) {
-        throw new BasedError(`interpolation '${it.text}' at '${showPath(at)}' refers to the root`);
+        throw new ConfigError(`interpolation '${it.text}' at '${showPath(at)}' refers to the root`);
       }
       const r = this.#lookup(path);
       if (!r.ok) {
-        throw new BasedError(
+        throw new ConfigError(
           `interpolation '${it.text}' at '${showPath(at)}': key '${showPath(path)}' not found`,
           this.#suggest(path),
         );
@@ -325,7 +325,7 @@ export class Resolver {
     }'`;
     const nargs = (lo: number, hi: number) => {
       if (args.length < lo || args.length > hi) {
-        throw new BasedError(
+        throw new ConfigError(
           `resolver ${it.name} takes ${
             lo === hi ? lo : `${lo} or ${hi}`
           } argument(s), got ${args.length}`,
@@ -336,7 +336,7 @@ export class Resolver {
     switch (it.name) {
       case "eval": {
         if (args.length !== 1) {
-          throw new BasedError(
+          throw new ConfigError(
             `eval takes one expression, got ${args.length} arguments`,
             `quote an expression that contains commas, in ${where}`,
           );
@@ -344,7 +344,7 @@ export class Resolver {
         try {
           return safeEval(args[0], this.budget);
         } catch (e) {
-          if (e instanceof BasedError) throw new BasedError(`${e.message} (in ${where})`);
+          if (e instanceof ConfigError) throw new ConfigError(`${e.message} (in ${where})`);
           throw e;
         }
       }
@@ -352,12 +352,12 @@ export class Resolver {
         nargs(2, 2);
         const [x, y] = args;
         if (typeof x !== "number" || typeof y !== "number") {
-          throw new BasedError(
+          throw new ConfigError(
             `div_up needs two numbers, got ${brief(x)} and ${brief(y)}`,
             `in ${where}`,
           );
         }
-        if (y === 0) throw new BasedError(`div_up: division by zero`, `in ${where}`);
+        if (y === 0) throw new ConfigError(`div_up: division by zero`, `in ${where}`);
         return Math.floor((x + y - 1) / y);
       }
       case "oc.env": {
@@ -369,7 +369,7 @@ export class Resolver {
           const d = args[1];
           return d === null || typeof d === "string" ? d : pyStr(d);
         }
-        throw new BasedError(`environment variable '${name}' is not set`, `needed by ${where}`);
+        throw new ConfigError(`environment variable '${name}' is not set`, `needed by ${where}`);
       }
       case "oc.select": {
         nargs(1, 2);
@@ -391,9 +391,9 @@ export class Resolver {
           const g = key.slice("runtime.choices.".length);
           const c = this.ctx.choices ?? {};
           if (Object.hasOwn(c, g)) return clone(c[g]);
-          throw new BasedError(`hydra:${key}: no config group '${g}' was chosen`, `in ${where}`);
+          throw new ConfigError(`hydra:${key}: no config group '${g}' was chosen`, `in ${where}`);
         }
-        throw new BasedError(
+        throw new ConfigError(
           `unsupported hydra key '${key}'`,
           `supported: runtime.cwd, runtime.choices.GROUP, job.name, job.num, runtime.version`,
         );
@@ -403,7 +403,7 @@ export class Resolver {
         return strftime(this.ctx.now, pyStr(args[0]));
       }
       default:
-        throw new BasedError(
+        throw new ConfigError(
           `unsupported resolver '${it.name}' in ${where}`,
           `supported: ${RESOLVERS.join(", ")}`,
         );

@@ -10,7 +10,7 @@
  * `/` always gives a float, `//` floors, `%` takes the sign of the divisor,
  * `and`/`or` return an operand; a zero divisor is an error, as in Python.
  */
-import { BasedError } from "../tensor/errors.ts";
+import { ConfigError } from "./errors.ts";
 import { Budget, MAX_DEPTH, pyStr, type Scalar } from "./util.ts";
 
 type Tok =
@@ -35,7 +35,7 @@ const FUNCS = new Set(["abs", "min", "max", "round", "int", "float"]);
 
 function fail(expr: string, msg: string): never {
   const e = expr.length > 80 ? expr.slice(0, 77) + "..." : expr;
-  throw new BasedError(`bad eval expression ${JSON.stringify(e)}: ${msg}`);
+  throw new ConfigError(`bad eval expression ${JSON.stringify(e)}: ${msg}`);
 }
 
 function tokenize(expr: string): Tok[] {

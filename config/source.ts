@@ -1,12 +1,12 @@
 /**
  * Where config files come from. A ConfigSource is a set of YAML files by
  * relative path ("trainer/default.yaml"); composition searches a list of
- * them in order, so an earlier source overrides or extends a later one (the
- * built-in bundle is last). The bundle is compiled into the program
- * (configs/bundle.ts, text imports), so `deno compile` needs no files.
+ * them in order, so an earlier source overrides or extends a later one (a
+ * program's built-in tree is last). A program that compiles its tree in
+ * (text imports) makes it a source with `mapSource`, so `deno compile` needs
+ * no files.
  */
-import { BUNDLE } from "../configs/bundle.ts";
-import { BasedError } from "../tensor/errors.ts";
+import { ConfigError } from "./errors.ts";
 
 export interface ConfigSource {
   /** shown in messages ("built-in", a directory) */
@@ -15,14 +15,6 @@ export interface ConfigSource {
   readonly display: string;
   /** relative POSIX path -> YAML text */
   readonly files: ReadonlyMap<string, string>;
-}
-
-let bundle: ConfigSource | undefined;
-
-/** The configs/ tree compiled into the program. */
-export function bundleSource(): ConfigSource {
-  bundle ??= { name: "built-in", display: "configs/", files: new Map(Object.entries(BUNDLE)) };
-  return bundle;
 }
 
 /** A source from an object of path -> text (tests, programmatic use). */
@@ -47,7 +39,7 @@ function displayDir(dir: string): string {
 
 function notFound(dir: string, e: unknown): never {
   const msg = e instanceof Error ? e.message : String(e);
-  throw new BasedError(`cannot read config directory '${dir}': ${msg.split("\n")[0]}`);
+  throw new ConfigError(`cannot read config directory '${dir}': ${msg.split("\n")[0]}`);
 }
 
 /** Every .yaml/.yml file under `dir` (read now), as a source searched before the bundle. */
@@ -61,7 +53,7 @@ export async function dirSource(dir: string): Promise<ConfigSource> {
       if (e.isDirectory) await walk(a, r, depth + 1);
       else if ((e.isFile || e.isSymlink) && isYaml(e.name)) {
         if (files.size >= MAX_FILES) {
-          throw new BasedError(`config directory '${dir}' has too many files`);
+          throw new ConfigError(`config directory '${dir}' has too many files`);
         }
         files.set(r, await Deno.readTextFile(a));
       }
@@ -72,7 +64,7 @@ export async function dirSource(dir: string): Promise<ConfigSource> {
     if (!st.isDirectory) throw new Error("not a directory");
     await walk(dir.replace(/\/+$/, "") || "/", "", 0);
   } catch (e) {
-    if (e instanceof BasedError) throw e;
+    if (e instanceof ConfigError) throw e;
     notFound(dir, e);
   }
   return { name: dir, display: displayDir(dir), files };
@@ -89,7 +81,7 @@ export function dirSourceSync(dir: string): ConfigSource {
       if (e.isDirectory) walk(a, r, depth + 1);
       else if ((e.isFile || e.isSymlink) && isYaml(e.name)) {
         if (files.size >= MAX_FILES) {
-          throw new BasedError(`config directory '${dir}' has too many files`);
+          throw new ConfigError(`config directory '${dir}' has too many files`);
         }
         files.set(r, Deno.readTextFileSync(a));
       }
@@ -99,7 +91,7 @@ export function dirSourceSync(dir: string): ConfigSource {
     if (!Deno.statSync(dir).isDirectory) throw new Error("not a directory");
     walk(dir.replace(/\/+$/, "") || "/", "", 0);
   } catch (e) {
-    if (e instanceof BasedError) throw e;
+    if (e instanceof ConfigError) throw e;
     notFound(dir, e);
   }
   return { name: dir, display: displayDir(dir), files };

@@ -4,11 +4,13 @@
  * value into a string), type names for messages and a work budget that bounds
  * every parser and the resolver.
  */
-import { BasedError } from "../tensor/errors.ts";
+import { ConfigError } from "./errors.ts";
 
 export type Scalar = string | number | boolean | null;
 export type ConfigValue = Scalar | ConfigValue[] | ConfigMap;
 export type ConfigMap = { [key: string]: ConfigValue };
+/** A section of a config as its readers take it: a plain object of unknown values. */
+export type Obj = Record<string, unknown>;
 /** A composed and resolved config: nested records, arrays, numbers, strings, booleans, null. */
 export type Config = ConfigMap;
 
@@ -175,7 +177,7 @@ export class Budget {
   charge(n = 1): void {
     this.steps += n;
     if (this.steps > this.maxSteps) {
-      throw new BasedError(
+      throw new ConfigError(
         "config is too complex to resolve",
         `more than ${this.maxSteps} steps; look for interpolations that expand without bound`,
       );
@@ -183,7 +185,7 @@ export class Budget {
   }
   checkString(s: string, where: string): string {
     if (s.length > this.maxString) {
-      throw new BasedError(
+      throw new ConfigError(
         `interpolation result for '${where}' is too long (${s.length} characters)`,
         `at most ${this.maxString}`,
       );
@@ -208,21 +210,21 @@ export function oneLine(s: string): string {
 
 /**
  * Runs `fn` under the module's contract: every failure leaves as a one-line
- * BasedError (a stack overflow or a bug included, the latter marked
+ * ConfigError (a stack overflow or a bug included, the latter marked
  * "internal error").
  */
 export function guard<T>(fn: () => T): T {
   try {
     return fn();
   } catch (e) {
-    if (e instanceof BasedError) {
-      if (/[\n\r\t\v\f\u2028\u2029]/.test(e.message)) throw new BasedError(oneLine(e.message));
+    if (e instanceof ConfigError) {
+      if (/[\n\r\t\v\f\u2028\u2029]/.test(e.message)) throw new ConfigError(oneLine(e.message));
       throw e;
     }
     if (e instanceof RangeError) {
-      throw new BasedError("config is nested too deeply or recursive", oneLine(e.message));
+      throw new ConfigError("config is nested too deeply or recursive", oneLine(e.message));
     }
     const msg = e instanceof Error ? e.message : String(e);
-    throw new BasedError(`internal error in the config system: ${oneLine(msg)}`);
+    throw new ConfigError(`internal error in the config system: ${oneLine(msg)}`);
   }
 }

@@ -3,7 +3,7 @@
  * file/line positions in errors) and printing a resolved config.
  */
 import { Document, isScalar, parse, visit } from "yaml";
-import { BasedError } from "../tensor/errors.ts";
+import { ConfigError } from "./errors.ts";
 import { clip, type Config, type ConfigMap, type ConfigValue, isMap, MAX_DEPTH } from "./util.ts";
 
 export interface ParsedFile {
@@ -30,7 +30,7 @@ export function readHeader(text: string): Record<string, string> {
 
 /** Converts what the yaml package returns into config values, rejecting anything else. */
 function toValue(v: unknown, file: string, path: string, depth: number): ConfigValue {
-  if (depth > MAX_DEPTH) throw new BasedError(`${file}: nested too deeply at '${clip(path)}'`);
+  if (depth > MAX_DEPTH) throw new ConfigError(`${file}: nested too deeply at '${clip(path)}'`);
   if (v === null || v === undefined) return null;
   if (typeof v === "string" || typeof v === "boolean") return v;
   if (typeof v === "number") return v;
@@ -50,7 +50,7 @@ function toValue(v: unknown, file: string, path: string, depth: number): ConfigV
     }
     return out;
   }
-  throw new BasedError(
+  throw new ConfigError(
     `${file}: unsupported YAML value at '${path || "<root>"}'`,
     "use plain mappings, lists, strings, numbers, booleans and null",
   );
@@ -66,7 +66,7 @@ export function parseYaml(text: string, file: string): ConfigValue {
     const pos = err.linePos?.[0];
     const where = pos ? `${file}:${pos.line}:${pos.col}` : file;
     const msg = String(err.message ?? e).split("\n")[0].replace(/ at line \d+, column \d+:?$/, "");
-    throw new BasedError(`malformed YAML in ${where}: ${msg}`);
+    throw new ConfigError(`malformed YAML in ${where}: ${msg}`);
   }
   return toValue(doc, file, "", 0);
 }
@@ -77,7 +77,7 @@ export function parseConfigFile(text: string, file: string): ParsedFile {
   const header = readHeader(text);
   if (v === null) return { packageHeader: header.package, body: {} };
   if (!isMap(v)) {
-    throw new BasedError(
+    throw new ConfigError(
       `${file}: a config file must be a mapping, got a ${Array.isArray(v) ? "list" : typeof v}`,
     );
   }
@@ -86,7 +86,9 @@ export function parseConfigFile(text: string, file: string): ParsedFile {
   if (Object.hasOwn(body, "defaults")) {
     const d = body.defaults;
     delete body.defaults;
-    if (d !== null && !Array.isArray(d)) throw new BasedError(`${file}: 'defaults' must be a list`);
+    if (d !== null && !Array.isArray(d)) {
+      throw new ConfigError(`${file}: 'defaults' must be a list`);
+    }
     defaults = d ?? [];
   }
   return { packageHeader: header.package, defaults, body };
@@ -104,6 +106,6 @@ export function toYaml(cfg: Config): string {
     });
     return doc.toString({ lineWidth: 0, indent: 2, flowCollectionPadding: false });
   } catch (e) {
-    throw new BasedError(`cannot print the config as YAML: ${(e as Error).message}`);
+    throw new ConfigError(`cannot print the config as YAML: ${(e as Error).message}`);
   }
 }

@@ -1,5 +1,6 @@
 /**
- * The token cache (spec §5.3).
+ * The token cache (the reference's, `process_dataset` in
+ * `train/datamodules/language_modeling_hf.py`; docs/reference.md, Data).
  *
  * Layout, interchangeable with the reference:
  *
@@ -23,7 +24,7 @@
  * not available a valid cache is still used. Files are written atomically
  * (temporary file + rename), the `.npy` before its sidecar.
  */
-import { BasedError } from "../tensor/errors.ts";
+import { BasedError } from "../errors.ts";
 import { decodeNpyU16, npyBodyU16, NpyFormatError, npyHeaderU16 } from "./npy.ts";
 import { TOKENIZER_ID, TOKENIZER_NAME } from "./tokenize/mod.ts";
 

@@ -1,6 +1,6 @@
 /**
  * The data module: the resolved `datamodule` config section → token splits →
- * LM datasets (spec §5).
+ * LM datasets (the reference's `train/datamodules/language_modeling_hf.py::LMDataModule`).
  *
  * Keys read (others are ignored):
  * - `dataset_name`: `wikitext` or `kjv` (the bundled King James Bible);
@@ -15,7 +15,7 @@
  *   folder's name, as in the reference), `num_workers` (caps tokeniser threads),
  *   `strip_references` (kjv, default true).
  */
-import { BasedError } from "../tensor/errors.ts";
+import { BasedError } from "../errors.ts";
 import { cacheDirName, loadOrBuildSplit, type SourceInput } from "./cache.ts";
 import { KJV_RECIPE, kjvBytes, kjvSplitRows } from "./kjv.ts";
 import { LMDataset } from "./lm_dataset.ts";
@@ -120,7 +120,7 @@ export async function loadDataModule(
   if (bool(dm, "detokenize", false)) {
     throw new BasedError(
       "datamodule.detokenize=true is not supported",
-      "the reference leaves it false (spec §5.7)",
+      "the reference leaves it false",
     );
   }
   const nw = dm.num_workers === undefined || dm.num_workers === null

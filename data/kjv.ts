@@ -14,7 +14,7 @@
  * test are the end of Revelation).
  */
 import KJV_GZ_B64 from "./corpora/kjv.txt.gz.b64" with { type: "text" };
-import { BasedError } from "../tensor/errors.ts";
+import { BasedError } from "../errors.ts";
 import { isBlank } from "./rows.ts";
 import type { Split } from "./wikitext.ts";
 

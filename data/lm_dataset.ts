@@ -1,12 +1,14 @@
 /**
- * Language-model windows, training order and evaluation batches (spec §5.4–5.5).
+ * Language-model windows, training order and evaluation batches (the reference's
+ * `train/datamodules/datasets/lm_dataset.py::LMDataset` and
+ * `train/datamodules/fault_tolerant_sampler.py`).
  *
  * Windows: a split of N tokens gives n_seq = floor((N − 1) / L) examples;
  * example i has inputs tokens[L·i, L·i + L) and labels tokens[L·i + 1, L·i + L + 1)
  * (non-overlapping, stride L; the trailing N − 1 − L·n_seq tokens are unused).
  *
  * Training order (`TrainSampler`), our documented replacement for torch's
- * `randperm` (bit-exact torch streams are out of scope, §4.9):
+ * `randperm` (bit-exact torch streams are out of scope):
  * - epoch e's permutation of 0..n−1 is a Fisher–Yates shuffle
  *   (for i = n−1 … 1: j = floor(u · (i + 1)), swap p[i], p[j]) driven by a
  *   mulberry32 stream whose initial state is fmix32((seed + e) mod 2³²)
@@ -19,7 +21,7 @@
  * - the position is `{ epoch, index }` (index = samples of this rank consumed in
  *   that epoch), saved with `state()` and restored exactly with `restore()`.
  */
-import { BasedError } from "../tensor/errors.ts";
+import { BasedError } from "../errors.ts";
 
 /** A batch of B windows as row-major [B, L] int32 arrays. */
 export interface LMBatch {
@@ -261,8 +263,8 @@ export interface EvalBatch extends LMBatch {
 }
 
 /**
- * Validation/test batches (§5.5): sequences 0, 1, … n−1 in order, `batchSize`
- * at a time, the last batch possibly smaller. With worldSize > 1, rank r takes
+ * Validation/test batches (sequential, as the reference's loaders): sequences 0, 1, … n−1 in order,
+ * `batchSize` at a time, the last batch possibly smaller. With worldSize > 1, rank r takes
  * sequences r, r + W, … (no padding, so no sequence is counted twice).
  */
 export function* evalBatches(

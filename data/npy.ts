@@ -1,5 +1,6 @@
 /**
- * NumPy `.npy` for 1-D uint16 token arrays (spec §5.3): the reference writes
+ * NumPy `.npy` for 1-D uint16 token arrays (the reference's cache, `process_dataset` in
+ * `train/datamodules/language_modeling_hf.py`): the reference writes
  * `np.save` v1.0 files with dtype `<u2`, C order. We write the same bytes
  * `np.save` writes (v1.0, header dict padded with spaces and "\n" to a
  * multiple of 64 bytes) and read v1.0/2.0/3.0 headers; only little-endian

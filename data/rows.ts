@@ -1,5 +1,5 @@
 /**
- * Text → rows, as the HF `wikitext` dataset script makes them (spec §5.1):
+ * Text → rows, as the HF `wikitext` dataset script makes them:
  * the file is read in Python text mode (universal newlines: "\r\n" and a lone
  * "\r" become "\n"), iterated line by line keeping each line's "\n", and a
  * line that is only whitespace (Python `str.isspace`, i.e. `row.strip()` is

@@ -1,5 +1,5 @@
 /**
- * WikiText reader (spec §5.1) for both layouts:
+ * WikiText reader (`train/configs/datamodule/wikitext103.yaml`'s dataset) for both layouts:
  *
  * - original (Salesforce release): `wiki.{train,valid,test}.tokens`, or
  *   `wiki.*.raw` for the raw configs; rows by `textToRows` (split after each
@@ -14,7 +14,7 @@
  */
 import { type Compressors, parquetReadObjects } from "hyparquet";
 import * as zlib from "node:zlib";
-import { BasedError } from "../tensor/errors.ts";
+import { BasedError } from "../errors.ts";
 import { isBlank, textToRows } from "./rows.ts";
 import { type TokenizeOptions, tokenizeRows, tokenizeTextBytes } from "./tokenize/mod.ts";
 
@@ -173,7 +173,10 @@ const COMPRESSORS: Compressors = {
 /** Called with each source file's bytes as they are read (lets the cache hash them once). */
 export type OnRead = (path: string, bytes: Uint8Array) => void;
 
-/** The `text` column of parquet files, in order, as §5.1 rows (null → "", whitespace-only → ""). */
+/**
+ * The `text` column of parquet files, in order, as rows (rows.ts) (null → "", whitespace-only →
+ * "").
+ */
 export async function readParquetRows(files: string[], onRead?: OnRead): Promise<string[]> {
   const rows: string[] = [];
   const dec = new TextDecoder();
@@ -207,7 +210,7 @@ export async function readParquetRows(files: string[], onRead?: OnRead): Promise
   return rows;
 }
 
-/** The §5.1 rows of a split (for inspection and tests; tokenising uses `tokenizeSplitFiles`). */
+/** The rows of a split (for inspection and tests; tokenising uses `tokenizeSplitFiles`). */
 export async function readSplitRows(found: SplitFiles): Promise<string[]> {
   if (found.layout === "parquet") return await readParquetRows(found.files);
   return textToRows(
@@ -215,7 +218,10 @@ export async function readSplitRows(found: SplitFiles): Promise<string[]> {
   );
 }
 
-/** Tokens of a split (§5.2): every non-empty row → ids + EOS, concatenated in row order. */
+/**
+ * Tokens of a split (as `process_dataset`): every non-empty row → ids + EOS, concatenated in row
+ * order.
+ */
 export async function tokenizeSplitFiles(
   found: SplitFiles,
   o: TokenizeOptions = {},

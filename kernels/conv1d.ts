@@ -1,8 +1,8 @@
 /**
- * Causal depthwise 1-D convolution along time (BaseConv's short conv, spec
- * §2.5, §3.7) over x [B, L, C] with PyTorch's depthwise weight [C, 1, K]:
- * c[b, t, ch] = Σ_k w[ch, k]·x[b, t + k − (K−1), ch] (+ bias[ch]), x = 0
- * before t = 0. K ≤ 8 (BaseConv uses 3).
+ * Causal depthwise 1-D convolution along time (BaseConv's short conv,
+ * `based/models/mixers/convolution.py::BaseConv`) over x [B, L, C] with PyTorch's depthwise weight
+ * [C, 1, K]: c[b, t, ch] = Σ_k w[ch, k]·x[b, t + k − (K−1), ch] (+ bias[ch]), x = 0 before t = 0.
+ * K ≤ 8 (BaseConv uses 3).
  *
  * Forward and gx: one thread per element (neighbouring threads, neighbouring
  * channels). gx[s, ch] = Σ_k w[ch, k]·gy[s + (K−1) − k, ch], terms past L

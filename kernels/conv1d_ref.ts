@@ -1,8 +1,8 @@
 /**
  * Float64 CPU reference of the causal depthwise convolution of BaseConv
- * (spec §2.5, §3.7) over x [B, L, C] with PyTorch's depthwise weight
- * [C, 1, K]: c[t, ch] = Σ_k w[ch, k]·x[t + k − (K−1), ch] + bias[ch], x = 0
- * before t = 0.
+ * (`based/models/mixers/convolution.py::BaseConv`'s ShortConvolution) over x [B, L, C] with
+ * PyTorch's depthwise weight [C, 1, K]: c[t, ch] = Σ_k w[ch, k]·x[t + k − (K−1), ch] + bias[ch], x
+ * = 0 before t = 0.
  */
 export type F64 = Float64Array;
 

@@ -1,8 +1,8 @@
 /**
- * Token cross-entropy over logits [T, V] and i32 labels [T] (spec §3.7,
- * §4.1): loss_t = logsumexp(z_t) − z_t[y_t], mean over the rows whose label
- * is not −100 (ignored, as PyTorch / flash-attn); gradient
- * g·(softmax(z_t) − onehot(y_t))/count. All statistics in f32.
+ * Token cross-entropy over logits [T, V] and i32 labels [T] (flash-attention
+ * `flash_attn/losses/cross_entropy.py`): loss_t = logsumexp(z_t) − z_t[y_t], mean over the rows
+ * whose label is not −100 (ignored, as PyTorch / flash-attn); gradient g·(softmax(z_t) −
+ * onehot(y_t))/count. All statistics in f32.
  *
  * Row kernel: one workgroup per row. Each of the 256 threads keeps an online
  * (max, Σ exp(z − max)) over its strided slice of the row (vec4 when V % 4 ==

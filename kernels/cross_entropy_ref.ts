@@ -1,5 +1,6 @@
 /**
- * Float64 CPU reference of the token cross-entropy (spec §3.7, §4.1):
+ * Float64 CPU reference of the token cross-entropy (flash-attention v2.5.2
+ * `flash_attn/losses/cross_entropy.py`, as `train/tasks/seq.py` uses it):
  * loss_t = logsumexp(z_t) − z_t[y_t], mean over the rows whose label is not
  * IGNORE_INDEX (−100, as PyTorch / flash-attn); gradient (softmax − onehot)/T.
  */

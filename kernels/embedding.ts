@@ -1,5 +1,6 @@
 /**
- * Token embedding (spec §2.1, §3.7): out[n, :] = weight[ids[n], :].
+ * Token embedding (flash-attention `GPT2Embeddings`, without positions): out[n, :] = weight[ids[n],
+ * :].
  *
  * Forward: one thread per output element (a gather; row-contiguous reads).
  *
@@ -14,7 +15,7 @@
  * gradient values, so runs are bit-identical.
  */
 import { defineKernel, type Kernel } from "../tensor/engine.ts";
-import { BasedError } from "../tensor/errors.ts";
+import { BasedError } from "../errors.ts";
 import { shapeStr, type Tensor } from "../tensor/tensor.ts";
 import { ACCUMULATED, isGradEnabled, record } from "../tensor/tape.ts";
 import { fill } from "./elementwise.ts";

@@ -1,4 +1,4 @@
-/** Float64 CPU reference of the embedding gather and its scatter-add backward (spec §2.1, §3.7). */
+/** Float64 CPU reference of the embedding gather and its scatter-add backward. */
 export type F64 = Float64Array;
 
 /** out[n, :] = weight[ids[n], :] for weight [V, D]; out is [ids.length, D]. */

@@ -1,7 +1,7 @@
 /**
- * RMSNorm (spec §2.3): y = x · r · w, r = rsqrt(mean(x²) + eps), weight only,
- * statistics in f32; and the fused residual add + norm of a pre-norm block,
- * `[s, y] = addRmsNorm(x, residual, w)` with s = x + residual, y = RMSNorm(s).
+ * RMSNorm (`based/ops/triton/layer_norm.py::RMSNorm`): y = x · r · w, r = rsqrt(mean(x²) + eps),
+ * weight only, statistics in f32; and the fused residual add + norm of a pre-norm block, `[s, y] =
+ * addRmsNorm(x, residual, w)` with s = x + residual, y = RMSNorm(s).
  *
  * Forward: a segment of TPR threads per row (several rows per workgroup for
  * narrow rows) loads its slice of the row into registers (vec4 when N % 4 ==
@@ -9,7 +9,7 @@
  * the registers: one read of x (and residual), one write of y (and s). The
  * per-row r is saved for the backward.
  *
- * Backward (spec §3.7): with u = gy ⊙ w, gx = r·u − x·r³·(Σ_j u_j x_j)/N and
+ * Backward (docs/reference.md, Gradients): with u = gy ⊙ w, gx = r·u − x·r³·(Σ_j u_j x_j)/N and
  * gw = Σ_rows gy ⊙ x ⊙ r. One kernel computes gx row by row and keeps each
  * thread's column partial sums of gw in registers over a fixed block of rows;
  * the segments of a workgroup are combined by a fixed shared-memory tree, each

@@ -1,6 +1,6 @@
 /**
- * Float64 CPU reference of RMSNorm (spec §2.3, §3.7) over the last axis of a
- * [rows, N] array, and of the fused residual add + norm.
+ * Float64 CPU reference of RMSNorm (`based/ops/triton/layer_norm.py::rms_norm_ref`) over the last
+ * axis of a [rows, N] array, and of the fused residual add + norm.
  */
 export type F64 = Float64Array;
 

@@ -1,8 +1,8 @@
 /**
- * Rotary position embedding (spec §2.7), non-interleaved GPT-NeoX halves:
- * with r the rotary dim, x1 = x[0:r/2], x2 = x[r/2:r] and θ = t·inv_freq,
- * out1 = x1·cos θ − x2·sin θ, out2 = x2·cos θ + x1·sin θ; dims ≥ r pass
- * through. Backward: the rotation by −θ.
+ * Rotary position embedding (flash-attention `flash_attn/layers/rotary.py`), non-interleaved
+ * GPT-NeoX halves: with r the rotary dim, x1 = x[0:r/2], x2 = x[r/2:r] and θ = t·inv_freq, out1 =
+ * x1·cos θ − x2·sin θ, out2 = x2·cos θ + x1·sin θ; dims ≥ r pass through. Backward: the rotation by
+ * −θ.
  *
  * The cos/sin tables come from the host (`rotaryTables`, f32 exactly as
  * flash-attn computes them: WGSL's cos/sin make no accuracy promise outside

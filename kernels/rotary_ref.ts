@@ -1,9 +1,8 @@
 /**
- * Rotary position embedding (spec §2.7): the host cos/sin tables, computed in
- * f32 the way flash-attn does, and the float64 CPU reference of the rotation.
- * Non-interleaved (GPT-NeoX) halves: with x1 = x[0:r/2], x2 = x[r/2:r]
- * (r = rotary dim), out1 = x1·cos − x2·sin, out2 = x2·cos + x1·sin; dims ≥ r
- * pass through.
+ * Rotary position embedding (flash-attention v2.5.2 `flash_attn/layers/rotary.py`): the host
+ * cos/sin tables, computed in f32 the way flash-attn does, and the float64 CPU reference of the
+ * rotation. Non-interleaved (GPT-NeoX) halves: with x1 = x[0:r/2], x2 = x[r/2:r] (r = rotary dim),
+ * out1 = x1·cos − x2·sin, out2 = x2·cos + x1·sin; dims ≥ r pass through.
  */
 export type F64 = Float64Array;
 

@@ -1,5 +1,6 @@
 /**
- * Sliding-window causal softmax attention (spec §2.7, §3.7), flash-style:
+ * Sliding-window causal softmax attention (the reference's SlidingAttention,
+ * `based/models/mixers/slide_attention.py`; gradients: docs/reference.md), flash-style:
  * query i attends keys max(0, i − floor(W/2)) ≤ j ≤ i with scores scale·q_i·k_j
  * (q and k already rotated). Input packed qkv [B, L, 3, H, Dh]; output
  * [B, L, H, Dh]. No L×L matrix: scores live in workgroup memory one tile at a
@@ -15,7 +16,7 @@
  * logsumexp: gS = P ⊙ (gO Vᵀ − Δ). The gradient comes back packed like qkv.
  */
 import { defineKernel, type Kernel } from "../tensor/engine.ts";
-import { BasedError } from "../tensor/errors.ts";
+import { BasedError } from "../errors.ts";
 import type { Tensor } from "../tensor/tensor.ts";
 import { record } from "../tensor/tape.ts";
 import { ENTRY_1D, grid1d, LINEAR_ID, MAX_GRID } from "./wgsl.ts";

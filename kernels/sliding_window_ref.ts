@@ -1,6 +1,6 @@
 /**
- * Float64 CPU reference of sliding-window causal softmax attention (spec §2.7,
- * §3.7): query i attends keys max(0, i − floor(W/2)) ≤ j ≤ i with scores
+ * Float64 CPU reference of sliding-window causal softmax attention (SlidingAttention,
+ * flash-attention's window rule): query i attends keys max(0, i − floor(W/2)) ≤ j ≤ i with scores
  * scale·q_i·k_j (q, k already rotated). Packed input qkv: [B, L, 3, H, Dh];
  * output [B, L, H, Dh]; the backward returns the packed gradient.
  */
@@ -73,7 +73,7 @@ export function slidingWindowAttention(
 }
 
 /**
- * §3.7: gV = Pᵀ gO, gP = gO Vᵀ, gS_ij = P_ij (gP_ij − Σ_d gO_id O_id),
+ * Gradients (docs/reference.md): gV = Pᵀ gO, gP = gO Vᵀ, gS_ij = P_ij (gP_ij − Σ_d gO_id O_id),
  * gq = scale·gS k, gk = scale·gSᵀ q; returned packed [B, L, 3, H, Dh].
  */
 export function slidingWindowBackward(

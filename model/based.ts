@@ -1,5 +1,6 @@
 /**
- * The Based language model (spec §2): token embedding, a pre-norm stack of
+ * The Based language model (the reference's `based/models/gpt.py::GPTLMHeadModel`;
+ * docs/reference.md, Model): token embedding, a pre-norm stack of
  * blocks whose mixer is BaseConv, LinearAttention (Taylor feature map) or
  * SlidingAttention (rotary, windowed softmax) by layer, a SwiGLU MLP in every
  * block, a final RMSNorm and the LM head tied to the embedding.
@@ -45,7 +46,10 @@ export class BasedLM {
     this.decls = declareParams(config);
   }
 
-  /** Declares, initialises (seeded, spec §2.9) and uploads all parameters. */
+  /**
+   * Declares, initialises (seeded, as `based/models/gpt.py::_init_weights`) and uploads all
+   * parameters.
+   */
   static create(
     engine: Engine,
     config: BasedConfig,
@@ -115,7 +119,10 @@ export class BasedLM {
     return y;
   }
 
-  /** Mean token cross-entropy (spec §4.1). Training: see lmHeadLoss for gradScale. */
+  /**
+   * Mean token cross-entropy (`train/tasks/seq.py::SequenceLMModel.step`). Training: see lmHeadLoss
+   * for gradScale.
+   */
   loss(batch: Batch, opts: { gradScale?: number } = {}): Tensor {
     if (!batch.labels) throw new Error("BasedLM.loss: batch has no labels");
     const y = this.hidden(batch);

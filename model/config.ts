@@ -1,8 +1,14 @@
 /**
  * The model configuration, read from the `model.config` section of a
- * resolved config in the reference's keys (GPT2MixerConfig + mixer blocks).
+ * resolved config in the reference's keys (GPT2MixerConfig + mixer blocks),
+ * once, when the run's config is read: defaults applied, the layer-to-mixer
+ * map resolved (`layers`), the linear-attention view names resolved to views
+ * (an unknown name fails here, with the valid names). Everything downstream
+ * (the model, preflight checks, parity, the kernels) takes this typed config.
  */
-import { BasedError } from "../tensor/errors.ts";
+import { BasedError } from "../errors.ts";
+import { cfgNum, type Config, type Obj } from "../config/mod.ts";
+import { type LinearAttentionView, resolveView } from "../kernels/linear_attention/mod.ts";
 
 export type MixerKind = "conv" | "linear" | "slide" | "mha";
 
@@ -17,10 +23,18 @@ export interface MixerConfig {
   numHeads: number;
   headDim: number;
   eps: number;
-  view: string;
+  /** the training view (resolved from `parallel_implementation`; linear attention only) */
+  view: LinearAttentionView;
   /** SlidingAttention / MHA: keys max(0, i - window/2) .. i; Infinity for full causal attention */
   window: number;
+  /** the `model.config` key this mixer was read from */
+  section: MixerSection;
+  /** `l_max`: the sequence length the mixer is built for, when configured (> 0) */
+  lMax?: number;
 }
+
+/** The mixer sections of `model.config`, in the order the layer map consults them. */
+export type MixerSection = "mixer" | "alt_mixer" | "alt_mixer_2";
 
 export interface BasedConfig {
   nEmbd: number;
@@ -39,20 +53,20 @@ export interface BasedConfig {
   layers: MixerConfig[];
   /** positions the model was configured for (n_positions / l_max) */
   maxLength: number;
+  /** learned absolute positions, when configured (> 0); rotary models have none */
+  maxPositionEmbeddings?: number;
 }
 
-type Obj = Record<string, unknown>;
+/** A number at `where.key` of `model.config` (c), through the config's typed accessors. */
+function num(c: Obj, key: string, def?: number, where = "model.config"): number {
+  const root = { model: { config: c } } as unknown as Config;
+  const path = `${where}.${key}`;
+  return def === undefined ? cfgNum(root, path) : cfgNum(root, path, def);
+}
 
-function num(o: Obj, key: string, def?: number, where = "model.config"): number {
-  const v = o[key];
-  if (v === undefined || v === null) {
-    if (def === undefined) throw new BasedError(`${where}.${key} is required`);
-    return def;
-  }
-  if (typeof v !== "number" || !Number.isFinite(v)) {
-    throw new BasedError(`${where}.${key} must be a number, got ${JSON.stringify(v)}`);
-  }
-  return v;
+/** A positive number, or undefined when absent, null or not positive. */
+function positive(v: unknown): number | undefined {
+  return typeof v === "number" && v > 0 ? v : undefined;
 }
 
 function targetKind(o: Obj | undefined, fallback: MixerKind): MixerKind {
@@ -69,36 +83,51 @@ function targetKind(o: Obj | undefined, fallback: MixerKind): MixerKind {
 }
 
 function mixerConfig(
-  o: Obj | undefined,
+  c: Obj,
+  section: MixerSection,
   fallback: MixerKind,
   nEmbd: number,
   nHead: number,
-  where: string,
 ): MixerConfig {
+  const o = c[section] as Obj | undefined;
   const m = o ?? {};
+  const where = `model.config.${section}`;
   const kind = targetKind(o, fallback);
-  const numHeads = num(m, "num_heads", nHead, where);
-  const featureDim = num(m, "feature_dim", 16, where);
-  const view = typeof m.parallel_implementation === "string"
+  const numHeads = num(c, "num_heads", nHead, where);
+  const featureDim = num(c, "feature_dim", 16, where);
+  const name = typeof m.parallel_implementation === "string"
     ? m.parallel_implementation
     : "quadratic";
-  const defaultEps = /fla/.test(view) ? 1e-6 : 1e-12;
+  const defaultEps = /fla/.test(name) ? 1e-6 : 1e-12;
   return {
     kind,
-    expandProj: num(m, "expand_proj", 2, where),
+    expandProj: num(c, "expand_proj", 2, where),
     useBias: m.use_bias === undefined ? true : Boolean(m.use_bias),
     // `kernel_sizes` is swallowed by **kwargs in the reference; BaseConv's kernel_size default (3) applies
-    kernelSize: num(m, "kernel_size", 3, where),
+    kernelSize: num(c, "kernel_size", 3, where),
     featureDim,
     numHeads,
-    headDim: num(m, "head_dim", nEmbd / numHeads, where),
-    eps: num(m, "eps", defaultEps, where),
-    view,
-    window: kind === "mha" ? Infinity : num(m, "window_size", 128, where),
+    headDim: num(c, "head_dim", nEmbd / numHeads, where),
+    eps: num(c, "eps", defaultEps, where),
+    view: kind === "linear" ? viewOf(name, where) : "quadratic",
+    window: kind === "mha" ? Infinity : num(c, "window_size", 128, where),
+    section,
+    lMax: positive(m.l_max),
   };
 }
 
-/** Builds the model configuration from `model.config` (spec §2). */
+function viewOf(name: string, where: string): LinearAttentionView {
+  try {
+    return resolveView(name);
+  } catch (e) {
+    if (!(e instanceof BasedError)) throw e;
+    throw new BasedError(`${where}.parallel_implementation: ${e.message}`);
+  }
+}
+
+/**
+ * Builds the model configuration from `model.config` (`based/models/gpt.py`, docs/reference.md).
+ */
 export function modelConfigFromCfg(c: Obj, maxLength?: number): BasedConfig {
   const nEmbd = num(c, "n_embd");
   const nLayer = num(c, "n_layer");
@@ -108,13 +137,9 @@ export function modelConfigFromCfg(c: Obj, maxLength?: number): BasedConfig {
   const pad = num(c, "pad_vocab_size_multiple", 1);
   const alt1 = (c.alt_mixer_layers as number[] | undefined) ?? [];
   const alt2 = (c.alt_mixer_2_layers as number[] | undefined) ?? [];
-  const base = mixerConfig(c.mixer as Obj | undefined, "mha", nEmbd, nHead, "model.config.mixer");
-  const a1 = c.alt_mixer
-    ? mixerConfig(c.alt_mixer as Obj, "linear", nEmbd, nHead, "model.config.alt_mixer")
-    : null;
-  const a2 = c.alt_mixer_2
-    ? mixerConfig(c.alt_mixer_2 as Obj, "slide", nEmbd, nHead, "model.config.alt_mixer_2")
-    : null;
+  const base = mixerConfig(c, "mixer", "mha", nEmbd, nHead);
+  const a1 = c.alt_mixer ? mixerConfig(c, "alt_mixer", "linear", nEmbd, nHead) : null;
+  const a2 = c.alt_mixer_2 ? mixerConfig(c, "alt_mixer_2", "slide", nEmbd, nHead) : null;
   const layers: MixerConfig[] = [];
   for (let i = 0; i < nLayer; i++) {
     if (alt2.includes(i) && a2) layers.push(a2);
@@ -151,5 +176,24 @@ export function modelConfigFromCfg(c: Obj, maxLength?: number): BasedConfig {
     rotaryFraction: num(c, "rotary_emb_fraction", 1),
     layers,
     maxLength: maxLength ?? num(c, "n_positions", 2048),
+    maxPositionEmbeddings: positive(c.max_position_embeddings),
   };
+}
+
+/** The mixer sections some layer uses, in `model.config` order (for messages naming keys). */
+export function usedSections(config: BasedConfig): MixerSection[] {
+  const used = new Set(config.layers.map((l) => l.section));
+  return (["mixer", "alt_mixer", "alt_mixer_2"] as const).filter((s) => used.has(s));
+}
+
+/** The config with every linear-attention layer in `view` (and `eps`, when given). */
+export function withView(
+  config: BasedConfig,
+  view: LinearAttentionView,
+  eps?: number,
+): BasedConfig {
+  const layers = config.layers.map((l) =>
+    l.kind === "linear" ? { ...l, view, eps: eps ?? l.eps } : l
+  );
+  return { ...config, layers };
 }

@@ -9,7 +9,7 @@ import { linear } from "../kernels/matmul/mod.ts";
 import { reshape, split } from "../kernels/layout.ts";
 import { swiglu } from "../kernels/elementwise.ts";
 import { causalConv1d } from "../kernels/conv1d.ts";
-import { linearAttention, resolveView } from "../kernels/linear_attention/mod.ts";
+import { linearAttention } from "../kernels/linear_attention/mod.ts";
 import { slidingWindowAttention } from "../kernels/sliding_window.ts";
 import { rotaryQK } from "../kernels/rotary.ts";
 
@@ -21,7 +21,10 @@ export interface MixerContext {
   rotaryFraction: number;
 }
 
-/** BaseConv (spec §2.5): out_proj(silu(conv(u1)) ⊙ u2), [u1 | u2] = in_proj(x). */
+/**
+ * BaseConv (`based/models/mixers/convolution.py::BaseConv`): out_proj(silu(conv(u1)) ⊙ u2), [u1 |
+ * u2] = in_proj(x).
+ */
 export function baseConv(m: MixerConfig, w: Weights, x: Tensor, d: number): Tensor {
   const inner = (m.expandProj * d) / 2;
   const z = linear(x, w("in_proj.weight"), m.useBias ? w("in_proj.bias") : undefined);
@@ -30,7 +33,10 @@ export function baseConv(m: MixerConfig, w: Weights, x: Tensor, d: number): Tens
   return linear(swiglu(u2, conv), w("out_proj.weight"), m.useBias ? w("out_proj.bias") : undefined);
 }
 
-/** LinearAttention with the Taylor feature map (spec §2.6), in the configured training view. */
+/**
+ * LinearAttention with the Taylor feature map
+ * (`based/models/mixers/linear_attention.py::LinearAttention`), in the configured training view.
+ */
 export function linearAttentionMixer(
   m: MixerConfig,
   w: Weights,
@@ -42,14 +48,17 @@ export function linearAttentionMixer(
   const k = reshape(linear(x, w("proj_k.weight")), [B, L, m.numHeads, m.featureDim]);
   const v = reshape(linear(x, w("proj_v.weight")), [B, L, m.numHeads, m.headDim]);
   const y = linearAttention(q, k, v, {
-    view: resolveView(m.view),
+    view: m.view,
     eps: m.eps,
     featureDim: m.featureDim,
   });
   return linear(reshape(y, [B, L, m.numHeads * m.headDim]), w("out_proj.weight"));
 }
 
-/** SlidingAttention (spec §2.7): rotary q, k; softmax over keys i − window/2 … i. Also full MHA. */
+/**
+ * SlidingAttention (`based/models/mixers/slide_attention.py::SlidingAttention`): rotary q, k;
+ * softmax over keys i − window/2 … i. Also full MHA.
+ */
 export function slidingMixer(
   m: MixerConfig,
   w: Weights,
@@ -89,7 +98,9 @@ export function mixerForward(
   }
 }
 
-/** SwiGLU MLP (spec §2.4): fc2(value ⊙ silu(gate)), [value | gate] = fc1(x). */
+/**
+ * SwiGLU MLP (`based/models/mlp.py::GatedMlp`): fc2(value ⊙ silu(gate)), [value | gate] = fc1(x).
+ */
 export function mlpForward(w: Weights, x: Tensor, hidden: number): Tensor {
   const h = linear(x, w("fc1.weight"));
   const [value, gate] = split(h, -1, [hidden, hidden]);

@@ -1,7 +1,7 @@
 /**
  * The parameters of a Based LM: names (the reference's state_dict keys),
  * shapes, module kinds (for optimizer grouping) and the initialisation of
- * spec §2.9.
+ * the reference's `based/models/gpt.py::_init_weights` (docs/reference.md, Model).
  */
 import type { BasedConfig } from "./config.ts";
 import { deriveSeed, Random } from "../tensor/random.ts";

@@ -1,6 +1,6 @@
 /**
- * AdamW with apex FusedAdam `adam_w_mode=True` semantics (spec §4.2,
- * `apex:csrc/multi_tensor_adam.cu` ADAM_MODE_1), per element, t = step from 1:
+ * AdamW with apex FusedAdam `adam_w_mode=True` semantics (NVIDIA/apex
+ * `csrc/multi_tensor_adam.cu`, ADAM_MODE_1), per element, t = step from 1:
  *   g = coef·g                         (coef from GradClip, else 1)
  *   m = β1·m + (1−β1)·g
  *   v = β2·v + (1−β2)·g·g
@@ -28,7 +28,7 @@
  * with maxNorm Infinity for "no clipping, but skip non-finite steps".
  */
 import { defineKernel, type Engine, type Kernel } from "../tensor/engine.ts";
-import { BasedError } from "../tensor/errors.ts";
+import { BasedError } from "../errors.ts";
 import type { ParamStore } from "../tensor/params.ts";
 import type { Tensor } from "../tensor/tensor.ts";
 import { BUFFER_USAGE } from "../tensor/pool.ts";

@@ -1,6 +1,7 @@
 /**
- * Global-norm gradient clipping entirely on the GPU (spec §4.1, §4.4; torch
- * `clip_grad_norm_(params, max_norm, 2)`):
+ * Global-norm gradient clipping entirely on the GPU (the reference clips
+ * after accumulation, before the optimizer step: Lightning's
+ * `gradient_clip_val`, torch `clip_grad_norm_(params, max_norm, 2)`):
  *   total = ||all gradients||₂,  coef = min(1, max_norm / (total + 1e-6)).
  *
  * Two deterministic stages, no atomics, fixed reduction order:
@@ -29,7 +30,7 @@
  * scaled in place (unlike torch): AdamW multiplies by coef when it reads them.
  */
 import { defineKernel, type Engine } from "../tensor/engine.ts";
-import { BasedError } from "../tensor/errors.ts";
+import { BasedError } from "../errors.ts";
 import type { ParamStore } from "../tensor/params.ts";
 import type { Tensor } from "../tensor/tensor.ts";
 import { BUFFER_USAGE } from "../tensor/pool.ts";

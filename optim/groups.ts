@@ -1,5 +1,5 @@
 /**
- * Optimizer parameter groups (spec §4.2), a pure re-statement of the
+ * Optimizer parameter groups, a pure re-statement of the
  * reference's `train/optim/param_grouping.py::group_parameters_for_optimizer`
  * for the module kinds a Based model has:
  *
@@ -21,7 +21,7 @@
  * reference passes `model.parameters()` as one group with the optimizer's
  * weight decay: every parameter is "decay".
  */
-import { BasedError } from "../tensor/errors.ts";
+import { BasedError } from "../errors.ts";
 
 export type ModuleKind = "embedding" | "linear" | "bias" | "norm" | "conv";
 export type GroupName = "decay" | "no_decay";

@@ -1,5 +1,6 @@
 /**
- * Learning-rate schedules (spec §4.3): timm's CosineLRScheduler with warmup
+ * Learning-rate schedules (the reference's
+ * `train/optim/timm_lr_scheduler.py::TimmCosineLRScheduler`): timm's CosineLRScheduler with warmup
  * (`timm/scheduler/cosine_lr.py::_get_lr`, `t_in_epochs: false`) and a
  * constant schedule. `lrAt(t, s)` is f(t) where t = optimizer steps done so
  * far: optimizer step s (1-based) uses `lrAt(s - 1, sched)`, because the
@@ -7,7 +8,8 @@
  * (`step_update(num_updates)`), starting from `step(0)` at construction.
  * All arithmetic is float64, as in Python.
  */
-import { BasedError } from "../tensor/errors.ts";
+import { BasedError } from "../errors.ts";
+import type { Obj } from "../config/mod.ts";
 
 export interface ConstantSchedule {
   kind: "constant";
@@ -77,8 +79,6 @@ export function constantSchedule(lr: number): ConstantSchedule {
   }
   return { kind: "constant", lr };
 }
-
-type Obj = Record<string, unknown>;
 
 /**
  * The schedule of a config. `section` is either the whole `train` section

@@ -1,5 +1,6 @@
 /**
- * Data parallelism over processes (`trainer.devices = N`, spec §4.1, §4.5):
+ * Data parallelism over processes (`trainer.devices = N`; the reference's DDP
+ * semantics, docs/reference.md, Training):
  * one process per device, launched by `mpirun -np N`; every process holds the
  * whole model, reads its own shard of the data (the TrainSampler's
  * DistributedSampler layout) and, after its accumulation loop, the gradients
@@ -32,7 +33,7 @@
  * moments, stay bit-identical (`assertInSync` checks the weights).
  */
 import { defineKernel, type Engine } from "../tensor/engine.ts";
-import { BasedError } from "../tensor/errors.ts";
+import { BasedError } from "../errors.ts";
 import type { ParamStore } from "../tensor/params.ts";
 import type { Tensor } from "../tensor/tensor.ts";
 import { ENTRY_1D, grid1d, LINEAR_ID } from "../kernels/wgsl.ts";

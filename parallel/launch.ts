@@ -2,7 +2,7 @@
  * How this process was started: the MPI launcher's environment variables
  * (no FFI, no MPI library: a single-process run imports only this).
  */
-import { BasedError } from "../tensor/errors.ts";
+import { BasedError } from "../errors.ts";
 
 /** Environment lookup (tests pass a plain object). */
 export type Env = Record<string, string | undefined>;

@@ -31,7 +31,7 @@
  * checked (MPI_SUCCESS = 0), and a failure becomes a one-line BasedError with
  * MPI_Error_string's text.
  */
-import { BasedError } from "../tensor/errors.ts";
+import { BasedError } from "../errors.ts";
 import { type Env, envObject } from "./launch.ts";
 
 export { detectLaunch, type Env, type MpiLaunch } from "./launch.ts";

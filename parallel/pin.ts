@@ -39,9 +39,10 @@
  *   starts the command with the rank's variables set (local rank from
  *   OMPI_COMM_WORLD_LOCAL_RANK etc.) and exits with its status.
  *   `--print` only prints the variables.
- * tools/pin_probe.sh tries every strategy on a machine with several GPUs.
+ * dev/pin_probe.sh (lab code, not part of the product) tries every strategy on
+ * a machine with several GPUs.
  */
-import { BasedError } from "../tensor/errors.ts";
+import { BasedError } from "../errors.ts";
 import { detectLaunch, type Env } from "./launch.ts";
 
 export const STRATEGIES = [

@@ -4,7 +4,7 @@
  * optional features we can use. Deno returns `null` silently when there is no
  * adapter; we turn that into a clear error.
  */
-import { BasedError } from "./errors.ts";
+import { BasedError } from "../errors.ts";
 import { GL_SOFTWARE_NOTE, isSoftwareGl, selectBackend } from "./backend.ts";
 
 export interface GpuInfo {

@@ -7,7 +7,7 @@
  */
 import { type Gpu, type GpuInfo, requestGpu } from "./device.ts";
 import { BufferPool, type PoolStats } from "./pool.ts";
-import { BasedError, formatBytes } from "./errors.ts";
+import { BasedError, formatBytes } from "../errors.ts";
 import { type DType, DTYPE_BYTES, shapeSize, shapeStr, Storage, Tensor } from "./tensor.ts";
 
 export type Access = "read" | "rw";

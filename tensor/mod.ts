@@ -1,4 +1,4 @@
-export { BasedError, formatBytes } from "./errors.ts";
+export { BasedError, formatBytes } from "../errors.ts";
 export { backendName, type Gpu, type GpuInfo, requestGpu } from "./device.ts";
 export { BufferPool, type PoolStats, sizeClass } from "./pool.ts";
 export {

@@ -6,9 +6,9 @@
  * per chunk, and global-norm clipping reads one buffer per chunk.
  */
 import type { Engine } from "./engine.ts";
-import { BasedError, formatBytes } from "./errors.ts";
+import { BasedError, formatBytes } from "../errors.ts";
 import { shapeSize, shapeStr, type Tensor } from "./tensor.ts";
-import { fill } from "../kernels/elementwise.ts";
+import { fill } from "./elementwise.ts";
 import { BUFFER_USAGE } from "./pool.ts";
 
 export interface ParamSpec {

@@ -4,7 +4,7 @@
  * recorded order, so a later dispatch that reuses a buffer always runs after
  * every earlier dispatch that read it.
  */
-import { BasedError, formatBytes } from "./errors.ts";
+import { BasedError, formatBytes } from "../errors.ts";
 
 export const BUFFER_USAGE = GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC |
   GPUBufferUsage.COPY_DST;

@@ -5,7 +5,7 @@
  * no overlaps, byte counts that match the shapes) and reports problems as one
  * BasedError line that names the file.
  */
-import { BasedError } from "./errors.ts";
+import { BasedError } from "../errors.ts";
 
 export type SafeDType =
   | "F64"

@@ -5,7 +5,7 @@
  * `.grad`, and releases each node's saved tensors as soon as it has run.
  */
 import { keep, type Tensor } from "./tensor.ts";
-import { accumulate, fill } from "../kernels/elementwise.ts";
+import { accumulate, fill } from "./elementwise.ts";
 
 /** Returned by a backward function for an input whose gradient it already added into `acc[i]`. */
 export const ACCUMULATED: unique symbol = Symbol("accumulated");

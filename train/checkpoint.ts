@@ -11,7 +11,7 @@
  * files validate, and says which.
  */
 import { basename, join } from "node:path";
-import { BasedError } from "../tensor/errors.ts";
+import { BasedError } from "../errors.ts";
 import {
   parseSafetensors,
   serializeSafetensors,

@@ -1,5 +1,6 @@
 /** Shared CLI plumbing: composing the config from the command line. */
-import { composeConfig, type Config, dirSource } from "../config/mod.ts";
+import { type Config, dirSource } from "../config/mod.ts";
+import { composeConfig } from "../configs/mod.ts";
 
 export async function loadConfig(overrides: string[], configDir?: string): Promise<Config> {
   const sources = configDir ? [await dirSource(configDir)] : [];

@@ -1,5 +1,6 @@
 /**
- * The training loop (spec §4): micro-batches with gradient accumulation,
+ * The training loop (the reference's `train/tasks/seq.py` under Lightning;
+ * docs/reference.md, Training): micro-batches with gradient accumulation,
  * global-norm clipping, AdamW with the timm cosine schedule, validation every
  * val_check_interval, test at the end, crash-safe checkpoints and resume.
  * A step is recorded into one command encoder per micro-batch upload; the
@@ -8,12 +9,11 @@
  */
 import { join, resolve } from "node:path";
 import { type Engine, initEngine } from "../tensor/engine.ts";
-import { BasedError, formatBytes } from "../tensor/errors.ts";
+import { BasedError, formatBytes } from "../errors.ts";
 import { backward, clearTape, noGrad } from "../tensor/tape.ts";
 import { type Tensor, tidy } from "../tensor/tensor.ts";
 import { accumulate, fill } from "../kernels/elementwise.ts";
 import { BasedLM, type Batch } from "../model/based.ts";
-import { modelConfigFromCfg } from "../model/config.ts";
 import { AdamW } from "../optim/adamw.ts";
 import { GradClip } from "../optim/clip.ts";
 import { paramGroup } from "../optim/groups.ts";
@@ -64,7 +64,9 @@ function uploadBatch(
   };
 }
 
-/** Token-weighted mean loss over a split (spec §4.6); one readback at the end. */
+/**
+ * Token-weighted mean loss over a split (`train/metrics/perplexity.py`); one readback at the end.
+ */
 export async function evaluate(
   e: Engine,
   model: BasedLM,
@@ -120,7 +122,7 @@ export async function train(cfg: Config, opts: TrainOptions = {}): Promise<Train
   }
 
   // ---- model and optimizer
-  const mc = modelConfigFromCfg(S.modelConfig, L);
+  const mc = S.model;
   checkTokenIds(dm, mc.vocabSize, ["train", "validation", "test"]);
   const groupOf = (name: string, kind: Parameters<typeof paramGroup>[1]) =>
     paramGroup(name, kind, S.grouping);
@@ -207,7 +209,7 @@ export async function train(cfg: Config, opts: TrainOptions = {}): Promise<Train
         const b = uploadBatch(e, dm.train, sampler.next(), L);
         try {
           tidy(() => {
-            // each micro-batch's loss is its token mean, backpropagated / accumulate (spec §4.1)
+            // each micro-batch's loss is its token mean, backpropagated / accumulate (as Lightning)
             const loss = model.loss(b, { gradScale: 1 / (b.B * L * S.accumulate) });
             backward(loss);
             accumulate(lossSum, loss);

@@ -16,41 +16,19 @@
  *   buffer's size as a + c·B) rather than guessed.
  */
 import type { Engine } from "../tensor/engine.ts";
-import { BasedError, formatBytes } from "../tensor/errors.ts";
+import { BasedError, formatBytes } from "../errors.ts";
 import type { DataModule } from "../data/datamodule.ts";
-
-type Obj = Record<string, unknown>;
-
-const MIXERS = [
-  ["mixer", "mixer"],
-  ["alt_mixer", "alt_mixer_layers"],
-  ["alt_mixer_2", "alt_mixer_2_layers"],
-] as const;
-
-/** The mixer sections of `model.config` that some layer uses (as model/config.ts assigns them). */
-function usedMixers(mc: Obj): string[] {
-  const nLayer = typeof mc.n_layer === "number" ? mc.n_layer : 0;
-  const list = (k: string) => (Array.isArray(mc[k]) ? (mc[k] as unknown[]) : []);
-  const used = new Set<string>();
-  for (let i = 0; i < nLayer; i++) {
-    if (mc.alt_mixer_2 && list("alt_mixer_2_layers").includes(i)) used.add("alt_mixer_2");
-    else if (mc.alt_mixer && list("alt_mixer_layers").includes(i)) used.add("alt_mixer");
-    else used.add("mixer");
-  }
-  return MIXERS.map(([k]) => k).filter((k) => used.has(k));
-}
+import { type BasedConfig, usedSections } from "../model/config.ts";
 
 /** Refuses a `datamodule.max_length` longer than the model allows (see the module comment). */
-export function checkSequenceLength(mc: Obj, maxLength: number): void {
+export function checkSequenceLength(config: BasedConfig, maxLength: number): void {
   const bounds: [string, number][] = [];
-  for (const k of usedMixers(mc)) {
-    const l = (mc[k] as Obj | undefined)?.l_max;
-    if (typeof l === "number" && l > 0) bounds.push([`model.config.${k}.l_max`, l]);
+  for (const section of usedSections(config)) {
+    const l = config.layers.find((m) => m.section === section)?.lMax;
+    if (l !== undefined) bounds.push([`model.config.${section}.l_max`, l]);
   }
-  const mpe = mc.max_position_embeddings;
-  if (typeof mpe === "number" && mpe > 0) {
-    bounds.push(["model.config.max_position_embeddings", mpe]);
-  }
+  const mpe = config.maxPositionEmbeddings;
+  if (mpe !== undefined) bounds.push(["model.config.max_position_embeddings", mpe]);
   for (const [key, limit] of bounds) {
     if (maxLength > limit) {
       throw new BasedError(

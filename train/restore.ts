@@ -1,7 +1,7 @@
 /** Loading a trained model back from a checkpoint directory (for eval and generate). */
 import { join } from "node:path";
 import type { Engine } from "../tensor/engine.ts";
-import { BasedError } from "../tensor/errors.ts";
+import { BasedError } from "../errors.ts";
 import { BasedLM } from "../model/based.ts";
 import { modelConfigFromCfg } from "../model/config.ts";
 import { latestCheckpoint, loadCheckpoint, type LoadedCheckpoint, MARKER } from "./checkpoint.ts";

@@ -3,9 +3,10 @@
  * Lightning's defaults where the config leaves a key out.
  */
 import { join, resolve } from "node:path";
-import { BasedError } from "../tensor/errors.ts";
-import { cfgGet, cfgInt, cfgMap, cfgNum, type Config } from "../config/mod.ts";
+import { BasedError } from "../errors.ts";
+import { cfgGet, cfgInt, cfgMap, cfgNum, type Config, type Obj } from "../config/mod.ts";
 import { checkSequenceLength } from "./preflight.ts";
+import { type BasedConfig, modelConfigFromCfg } from "../model/config.ts";
 
 export interface TrainSettings {
   seed: number;
@@ -35,14 +36,15 @@ export interface TrainSettings {
   /** null when the config has no train.optimizer_param_grouping (then everything is decayed) */
   grouping: Record<string, unknown> | null;
   clipNorm: number;
+  /** model.config as configured (saved with checkpoints) */
   modelConfig: Record<string, unknown>;
+  /** the model configuration, resolved once here (sequence length = maxLength) */
+  model: BasedConfig;
   quiet: boolean;
   /** +profile=true: GPU time per kernel kind of one step */
   profile: boolean;
   precision: string;
 }
-
-type Obj = Record<string, unknown>;
 
 /** The value at a dotted key, undefined when absent. */
 const at = (cfg: Config, path: string): unknown => cfgGet<unknown>(cfg, path, undefined);
@@ -64,7 +66,8 @@ export function readSettings(cfg: Config, cwd: string): TrainSettings {
     throw new BasedError(`trainer.accumulate_grad_batches must be ≥ 1, got ${accumulate}`);
   }
   const vci = cfgNum(c, "trainer.val_check_interval", 1.0);
-  // counted in micro-batches (spec §4.5); fractions of an epoch are resolved by the loop's caller
+  // counted in micro-batches (as Lightning does); fractions of an epoch are resolved by the loop's
+  // caller
   const valEvery = Number.isInteger(vci) && vci >= 1
     ? Math.max(1, Math.round(vci / accumulate))
     : 0;
@@ -82,7 +85,9 @@ export function readSettings(cfg: Config, cwd: string): TrainSettings {
   const clip = at(c, "trainer.gradient_clip_val");
   const topK = cfgInt(c, "callbacks.model_checkpoint.save_top_k", 1);
   const maxLength = cfgInt(c, "datamodule.max_length");
-  checkSequenceLength(cfgMap(c, "model.config", {}) as Obj, maxLength);
+  const modelConfig = cfgMap(c, "model.config", {}) as Obj;
+  const model = modelConfigFromCfg(modelConfig, maxLength);
+  checkSequenceLength(model, maxLength);
   return {
     seed: typeof seed === "number" ? seed : 0,
     dataSeed: typeof seed === "number" ? seed : 0,
@@ -117,7 +122,8 @@ export function readSettings(cfg: Config, cwd: string): TrainSettings {
       ? null
       : cfgMap(c, "train.optimizer_param_grouping", {}) as Obj,
     clipNorm: typeof clip === "number" && clip > 0 ? clip : Infinity,
-    modelConfig: cfgMap(c, "model.config", {}) as Obj,
+    modelConfig,
+    model,
     quiet: Boolean(at(c, "quiet")),
     profile: Boolean(at(c, "profile")),
     precision: String(at(c, "trainer.precision") ?? "32"),

@@ -1,5 +1,5 @@
 /**
- * The per-chunk tokenising work (spec §5.2), shared by the main thread and the
+ * The per-chunk tokenising work (as `process_dataset`), shared by the main thread and the
  * workers: rows → concatenated uint16 ids, every non-empty row followed by EOS
  * when `addEos`.
  */

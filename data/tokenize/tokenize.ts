@@ -1,6 +1,6 @@
 /**
- * Corpus tokenisation (spec §5.2) over chunks, in worker threads for large
- * inputs, results concatenated in the original row order.
+ * Corpus tokenisation (as `train/datamodules/language_modeling_hf.py::process_dataset`) over
+ * chunks, in worker threads for large inputs, results concatenated in the original row order.
  *
  * Text files are cut into chunks after a "\n" byte (0x0A never occurs inside a
  * multi-byte UTF-8 sequence, and cutting after "\n" never separates "\r\n"), so
@@ -175,7 +175,7 @@ async function run(jobs: Job[], size: number, o: TokenizeOptions): Promise<Uint1
   return tokens;
 }
 
-/** Tokenises the bytes of a UTF-8 text file (`.tokens` / `.raw` rows, §5.1). */
+/** Tokenises the bytes of a UTF-8 text file (`.tokens` / `.raw` rows, rows.ts). */
 export function tokenizeTextBytes(
   bytes: Uint8Array,
   o: TokenizeOptions = {},
@@ -184,7 +184,7 @@ export function tokenizeTextBytes(
   return run(jobs, bytes.length, o);
 }
 
-/** Tokenises rows (e.g. a parquet `text` column), already in the §5.1 row form. */
+/** Tokenises rows (e.g. a parquet `text` column), already in the row form of rows.ts. */
 export function tokenizeRows(
   rows: readonly string[],
   o: TokenizeOptions = {},

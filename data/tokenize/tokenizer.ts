@@ -1,5 +1,6 @@
 /**
- * The GPT-2 tokenizer (byte-level BPE, 50,257 ids; spec §5.2), offline via
+ * The GPT-2 tokenizer (byte-level BPE, 50,257 ids; the reference's
+ * `AutoTokenizer.from_pretrained("gpt2")`), offline via
  * gpt-tokenizer's `r50k_base` tables, which are GPT-2's.
  *
  * `encode` behaves like HF `AutoTokenizer.from_pretrained("gpt2")` on plain
@@ -38,7 +39,10 @@ export function encode(text: string): number[] {
   return out;
 }
 
-/** One corpus row (§5.2): "" gives nothing, otherwise encode(row) + [EOS] when addEos. */
+/**
+ * One corpus row (as `process_dataset`): "" gives nothing, otherwise encode(row) + [EOS] when
+ * addEos.
+ */
 export function encodeRow(row: string, addEos = true): number[] {
   if (row.length === 0) return [];
   const ids = encode(row);

@@ -11,7 +11,7 @@
  * of the reference.
  */
 import { defineKernel, type Engine, type Kernel } from "../../tensor/engine.ts";
-import { BasedError } from "../../tensor/errors.ts";
+import { BasedError } from "../../errors.ts";
 import { keep, shapeStr, type Tensor } from "../../tensor/tensor.ts";
 import { fill } from "../elementwise.ts";
 import { ENTRY_1D, LINEAR_ID, MAX_GRID } from "../wgsl.ts";

@@ -19,7 +19,7 @@
  * g' = [go | gz] turn the normalised attention into an un-normalised one with
  * D+1 columns.
  */
-import { BasedError } from "../../tensor/errors.ts";
+import { BasedError } from "../../errors.ts";
 import type { Tensor } from "../../tensor/tensor.ts";
 import { record } from "../../tensor/tape.ts";
 import { fill } from "../elementwise.ts";
@@ -63,6 +63,17 @@ export function resolveView(name: string): LinearAttentionView {
     );
   }
   return v;
+}
+
+/** A view name as the ops take it: resolved already (model/config.ts resolves configured names). */
+function checkView(view: LinearAttentionView): LinearAttentionView {
+  if (!Object.hasOwn(VIEWS, view)) {
+    throw new Error(
+      `linearAttention: '${view}' is not a view (${Object.keys(VIEWS).join(", ")}); ` +
+        "resolve configured names with resolveView",
+    );
+  }
+  return view;
 }
 
 export interface LinearAttentionOptions {
@@ -127,7 +138,7 @@ export function linearAttention(
   const d = dims(q, k, v, opts.featureDim);
   const g = checkGeometry(d);
   const eps = opts.eps ?? 1e-12;
-  const view = resolveView(opts.view);
+  const view = checkView(opts.view);
   if (opts.normalize === false) return numerator(view, d, g, q, k, v);
   const [y, den] = forward(view, d, g, q, k, v, eps);
   record("linear_attention", [q, k, v], [y], [q, k, v, y, den], ([gy], saved) => {
@@ -188,6 +199,6 @@ export function linearAttentionForward(
 ): { y: Tensor; den: Tensor } {
   const d = dims(q, k, v, opts.featureDim);
   const g = checkGeometry(d);
-  const [y, den] = forward(resolveView(opts.view), d, g, q, k, v, opts.eps ?? 1e-12);
+  const [y, den] = forward(checkView(opts.view), d, g, q, k, v, opts.eps ?? 1e-12);
   return { y, den };
 }

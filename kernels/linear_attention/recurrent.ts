@@ -99,7 +99,10 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     }));
 }
 
-/** Generation state of one linear-attention layer (spec §3.5 cache layout). */
+/**
+ * Generation state of one linear-attention layer (`LinearAttention.allocate_inference_cache`'s
+ * layout).
+ */
 export interface LinearAttentionState {
   /** Σ v_t φ(k_t)ᵀ: [B, H, D, 1+F+F²] */
   kv: Tensor;

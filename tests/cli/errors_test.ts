@@ -245,6 +245,22 @@ t("sequence longer than the model allows (a mixer's l_max)", async () => {
   });
 });
 
+t("misspelt linear-attention view: refused before any data is read", async () => {
+  const dir = await scratch("view");
+  await unchanged([ROOT], async () => {
+    const r = await train([
+      "model.config.alt_mixer.parallel_implementation=fla_paralel",
+      ...outputs(dir),
+    ]);
+    refused(
+      r,
+      "model.config.alt_mixer.parallel_implementation: unknown linear-attention view 'fla_paralel'",
+      "valid: quadratic, chunked, cumsum, fla_parallel, fla_chunk, linear",
+    );
+    assert(!/adapter:|data:|tokens/.test(r.stdout), `work done before the refusal:\n${r.stdout}`);
+  });
+});
+
 // ------------------------------------------------------------------ adapter
 
 t("no GPU adapter (no Vulkan driver found): info and train", async () => {

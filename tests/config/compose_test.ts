@@ -1,6 +1,7 @@
 /** Composition semantics (Hydra 1.3) on small in-memory config trees. */
 import { deepStrictEqual as eq } from "node:assert/strict";
-import { composeRaw, mapSource } from "../../config/mod.ts";
+import { mapSource } from "../../config/mod.ts";
+import { composeRaw as composeBuiltin } from "../../configs/mod.ts";
 import { at, compose, composeFrom, throwsBased } from "./helpers.ts";
 
 const ROOT = `defaults:
@@ -177,8 +178,8 @@ Deno.test("config/compose: an extra source overrides and extends the bundle", ()
   eq(at(cfg, "trainer.num_sanity_val_steps"), undefined); // the built-in trainer/default is shadowed
 });
 
-Deno.test("config/compose: merge order of based-360m is spec §1.4's", () => {
-  const { order } = composeRaw(["experiment=example/based-360m"]);
+Deno.test("config/compose: merge order of based-360m is Hydra 1.3's", () => {
+  const { order } = composeBuiltin(["experiment=example/based-360m"]);
   eq(order.map((o) => o.configPath), [
     "config",
     "trainer/default",

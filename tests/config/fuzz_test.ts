@@ -13,7 +13,7 @@ import {
   resolveTree,
   safeEval,
 } from "../../config/mod.ts";
-import { BasedError } from "../../tensor/errors.ts";
+import { BasedError } from "../../errors.ts";
 import { compose, composeFrom, NOW } from "./helpers.ts";
 
 /** Mulberry32. */

@@ -1,18 +1,13 @@
 /** Shared helpers of the config tests: composition with a fixed cwd, env and clock. */
 import { throws } from "node:assert/strict";
-import {
-  composeConfig,
-  type ComposeOptions,
-  type Config,
-  type ConfigSource,
-  mapSource,
-} from "../../config/mod.ts";
-import { BasedError } from "../../tensor/errors.ts";
+import { type Config, type ConfigSource, mapSource } from "../../config/mod.ts";
+import { composeConfig, type RunComposeOptions } from "../../configs/mod.ts";
+import { BasedError } from "../../errors.ts";
 
 export const CWD = "/launch";
 export const NOW = new Date(2024, 1, 20, 13, 5, 9);
 
-export function compose(overrides: string[], opts: ComposeOptions = {}): Config {
+export function compose(overrides: string[], opts: RunComposeOptions = {}): Config {
   return composeConfig(overrides, { cwd: CWD, env: {}, now: NOW, ...opts });
 }
 
@@ -20,7 +15,7 @@ export function compose(overrides: string[], opts: ComposeOptions = {}): Config 
 export function composeFrom(
   files: Record<string, string>,
   overrides: string[] = [],
-  opts: ComposeOptions = {},
+  opts: RunComposeOptions = {},
 ): Config {
   const src: ConfigSource = mapSource(files, "test", "test/");
   return composeConfig(overrides, { cwd: CWD, env: {}, now: NOW, sources: [src], ...opts });

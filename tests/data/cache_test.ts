@@ -16,7 +16,7 @@ import {
 } from "../../data/cache.ts";
 import { decodeNpyU16, encodeNpyU16, NpyFormatError } from "../../data/npy.ts";
 import { tokenizeTextBytes } from "../../data/tokenize/mod.ts";
-import { BasedError } from "../../tensor/errors.ts";
+import { BasedError } from "../../errors.ts";
 
 Deno.test("cache: .npy bytes equal NumPy's np.save of a <u2 1-D array", () => {
   // np.save(f, np.array([1, 2, 3, 50256, 65535], dtype='<u2')) with NumPy 2.4: 138 bytes

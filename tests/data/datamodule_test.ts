@@ -4,7 +4,7 @@ import { WIKITEXT as WT, wikitextTest } from "../helpers.ts";
 import { loadDataModule } from "../../data/datamodule.ts";
 import { KJV_LINES, KJV_SHA256, kjvBytes, kjvSplitRows, kjvText } from "../../data/kjv.ts";
 import { encode } from "../../data/tokenize/mod.ts";
-import { BasedError } from "../../tensor/errors.ts";
+import { BasedError } from "../../errors.ts";
 
 async function rejection(p: Promise<unknown>): Promise<Error> {
   try {

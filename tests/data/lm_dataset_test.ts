@@ -5,7 +5,7 @@ import {
   throws as assertThrows,
 } from "node:assert/strict";
 import { epochPermutation, evalBatches, LMDataset, TrainSampler } from "../../data/lm_dataset.ts";
-import { BasedError } from "../../tensor/errors.ts";
+import { BasedError } from "../../errors.ts";
 
 const iota = (n: number) => Uint16Array.from({ length: n }, (_, i) => i);
 

@@ -22,7 +22,7 @@ import {
   readSplitRows,
   tokenizeSplitFiles,
 } from "../../data/wikitext.ts";
-import { BasedError } from "../../tensor/errors.ts";
+import { BasedError } from "../../errors.ts";
 
 /**
  * Shipped text in the WikiText `.tokens` shape (heading, blank and
@@ -92,7 +92,7 @@ wikitextTest(
   },
 );
 
-// ---------------------------------------------------------------- row rule (§5.1)
+// ---------------------------------------------------------------- row rule (the HF wikitext rows)
 
 Deno.test("wikitext: .tokens rows split after each \\n, whitespace-only lines become ''", () => {
   const text = " = T = \n \n\n \t \n a b \n\u3000\n last line no newline";

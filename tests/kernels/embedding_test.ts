@@ -4,7 +4,7 @@ import * as ref from "../../kernels/embedding_ref.ts";
 import { clone } from "../../kernels/elementwise.ts";
 import { backward, noGrad, tapeLength } from "../../tensor/tape.ts";
 import type { Engine } from "../../tensor/engine.ts";
-import { BasedError } from "../../tensor/errors.ts";
+import { BasedError } from "../../errors.ts";
 import type { Tensor } from "../../tensor/tensor.ts";
 import { checkFiniteDiff, dot, type F64, gpuTest, param, readF64, Rng } from "../helpers.ts";
 

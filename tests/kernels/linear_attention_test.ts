@@ -9,8 +9,9 @@ import {
   taylorFeatureMap,
 } from "../../kernels/linear_attention/mod.ts";
 import * as ref from "../../kernels/linear_attention/reference.ts";
+import * as refViews from "../../kernels/linear_attention/reference_views.ts";
 import type { Engine } from "../../tensor/engine.ts";
-import { BasedError } from "../../tensor/errors.ts";
+import { BasedError } from "../../errors.ts";
 import { readSafetensors, type SafeFile, tensorData } from "../../tensor/safetensors.ts";
 import { backward, noGrad } from "../../tensor/tape.ts";
 import { tidy } from "../../tensor/tensor.ts";
@@ -88,18 +89,18 @@ async function runView(e: Engine, c: Case, view: LinearAttentionView) {
 // ------------------------------------------------------------------ CPU references
 
 Deno.test("linear attention ref: every view's backward matches finite differences", () => {
-  // L = 37 with chunk 4 (partial last chunk), F = 16, D = 8, as the spec's own check (§3.0)
+  // L = 37 with chunk 4 (partial last chunk), F = 16, D = 8, (the reference gradient's own check)
   const c = randomCase(1, 1, 37, 2, 8);
   const { q, k, v, dy, s } = c;
   const views = [
     ["reference", ref.reference, ref.referenceBackward],
-    ["quadratic §3.1", ref.quadraticForward, ref.quadraticBackward],
-    ["cumsum §3.2", ref.cumsumForward, ref.cumsumBackward],
+    ["quadratic", refViews.quadraticForward, refViews.quadraticBackward],
+    ["cumsum", refViews.cumsumForward, refViews.cumsumBackward],
     [
-      "chunked §3.3(b)",
-      (a: F64, b: F64, x: F64, sh: ref.LaShape) => ref.chunkedForward(a, b, x, sh, 1e-12, 4),
+      "chunked (fused_chunk)",
+      (a: F64, b: F64, x: F64, sh: ref.LaShape) => refViews.chunkedForward(a, b, x, sh, 1e-12, 4),
       (a: F64, b: F64, x: F64, g: F64, sh: ref.LaShape) =>
-        ref.chunkedBackward(a, b, x, g, sh, 1e-12, 4),
+        refViews.chunkedBackward(a, b, x, g, sh, 1e-12, 4),
     ],
   ] as const;
   const base = ref.referenceBackward(q, k, v, dy, s);
@@ -116,9 +117,9 @@ Deno.test("linear attention ref: every view's backward matches finite difference
     const r = fwd(q, k, v, s);
     assertClose(`${name} y vs reference`, r.y, y0.y, exact);
     assertClose(`${name} den vs reference`, r.den, y0.den, { atol: 1e-10, rtol: 1e-12 });
-    assertClose(`${name} dq vs §3.0`, g.dq, base.dq, exact);
-    assertClose(`${name} dk vs §3.0`, g.dk, base.dk, exact);
-    assertClose(`${name} dv vs §3.0`, g.dv, base.dv, exact);
+    assertClose(`${name} dq vs the reference gradient`, g.dq, base.dq, exact);
+    assertClose(`${name} dk vs the reference gradient`, g.dk, base.dk, exact);
+    assertClose(`${name} dv vs the reference gradient`, g.dv, base.dv, exact);
   }
   const x = new Rng(2).randn(5 * 16), gphi = new Rng(3).randn(5 * 273);
   checkFiniteDiff(
@@ -128,7 +129,7 @@ Deno.test("linear attention ref: every view's backward matches finite difference
     ref.taylorFeatureMapBackward(x, gphi, 16),
     { tol: 1e-7 },
   );
-  // the recurrent view (§3.5) computes the same outputs
+  // the recurrent view computes the same outputs
   assertClose("recurrent ref", ref.recurrent(q, k, v, s).y, y0.y, { atol: 1e-12, rtol: 1e-12 });
 });
 

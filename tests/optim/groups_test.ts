@@ -21,7 +21,8 @@ const MANIFEST = HAVE_FIXTURES
   ? JSON.parse(await Deno.readTextFile(`${FIXTURES}/manifest.json`))
   : null;
 
-// The example config's section (spec §1.9): our quirk flag left at its default (faithful).
+// The example config's section (configs/experiment/example/based-360m.yaml): our quirk flag left at
+// its default (faithful).
 const GROUPING = { bias_weight_decay: false, normalization_weight_decay: false };
 
 const size = (s: number[]) => s.reduce((a, b) => a * b, 1);
@@ -46,7 +47,7 @@ fixtureCpuTest("groups: the 225 Based-360m parameters land in the reference's gr
   }
   assertEquals(n, 362_620_928);
   assertEquals(n, P360.n_params_unique);
-  // spec §4.2 totals with the RMSNorm quirk on
+  // the reference's totals with the RMSNorm quirk on (docs/reference.md, Training)
   assertEquals(totals(GROUPING), { decay: 311_063_552, no_decay: 51_557_376 });
   // quirk off: the 55·1024 RMSNorm weights move to no_decay
   assertEquals(totals({ ...GROUPING, rmsnorm_weight_decay: false }), {

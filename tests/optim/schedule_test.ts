@@ -6,7 +6,7 @@ import {
   scheduleFromConfig,
 } from "../../optim/schedule.ts";
 
-// The example run's scheduler (spec §1.9 / §4.3).
+// The example run's scheduler (docs/reference.md, Training).
 const TRAIN = {
   optimizer: { lr: 8e-4, weight_decay: 0.1 },
   scheduler: {
@@ -20,14 +20,14 @@ const TRAIN = {
   },
 };
 
-/** The closed form of spec §4.3. */
+/** The closed form (docs/reference.md, Training). */
 function f(t: number): number {
   if (t < 200) return 1e-6 + (t * (8e-4 - 1e-6)) / 200;
   if (t < 20000) return 8e-5 + 0.5 * (8e-4 - 8e-5) * (1 + Math.cos((Math.PI * (t - 200)) / 19800));
   return 8e-5;
 }
 
-// Sample values as printed in spec §4.3 (derived there, rounded to the digits shown).
+// Sample values of the closed form, rounded to the digits shown (docs/reference.md).
 const SAMPLES: [number, string][] = [
   [0, "1.0e-6"],
   [1, "4.995e-6"],
@@ -51,7 +51,7 @@ function halfUlpOfPrinted(s: string): number {
 
 const STEPS = [0, 1, 100, 199, 200, 201, 1000, 5000, 10000, 10100, 15000, 19800, 19999, 20000];
 
-Deno.test("schedule: timm cosine with warmup matches the spec formula and sample values", () => {
+Deno.test("schedule: timm cosine with warmup matches the closed form and its sample values", () => {
   const s = scheduleFromConfig(TRAIN);
   assertEquals(s.kind, "cosine");
   const samples = new Map(SAMPLES);
@@ -66,15 +66,15 @@ Deno.test("schedule: timm cosine with warmup matches the spec formula and sample
     }
     const printed = samples.get(t);
     if (printed !== undefined) {
-      // the spec rounds its samples: allow half a unit in the last printed digit
+      // the samples are rounded: allow half a unit in the last printed digit
       const tol = halfUlpOfPrinted(printed);
       if (!(Math.abs(got - Number(printed)) <= tol * (1 + 1e-9))) {
-        throw new Error(`lr(${t}) = ${got}, spec sample ${printed} (±${tol})`);
+        throw new Error(`lr(${t}) = ${got}, sample ${printed} (±${tol})`);
       }
     }
     lines.push(
       `  f(${String(t).padStart(5)}) = ${got.toExponential(9)}` +
-        (printed ? `   spec ${printed}` : "") + `   (optimizer step ${t + 1})`,
+        (printed ? `   sample ${printed}` : "") + `   (optimizer step ${t + 1})`,
     );
   }
   console.log(lines.join("\n"));

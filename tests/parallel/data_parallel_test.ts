@@ -7,7 +7,7 @@
  */
 import { deepStrictEqual as assertEquals, ok as assert, rejects } from "node:assert/strict";
 import { join } from "node:path";
-import { BasedError } from "../../tensor/errors.ts";
+import { BasedError } from "../../errors.ts";
 import { parseSafetensors, tensorData } from "../../tensor/safetensors.ts";
 import { DataParallel } from "../../parallel/data_parallel.ts";
 import { detectLaunch } from "../../parallel/launch.ts";

@@ -16,7 +16,7 @@
 import { deepStrictEqual, ok } from "node:assert/strict";
 import { join } from "node:path";
 import { initEngine } from "../../tensor/engine.ts";
-import { BasedError } from "../../tensor/errors.ts";
+import { BasedError } from "../../errors.ts";
 import { type ParamSpec, ParamStore } from "../../tensor/params.ts";
 import { backward } from "../../tensor/tape.ts";
 import { tidy } from "../../tensor/tensor.ts";

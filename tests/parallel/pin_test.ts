@@ -1,7 +1,7 @@
 /** GPU pinning (parallel/pin.ts): slot parsing, each strategy's variables, the re-exec wrapper. */
 import { deepStrictEqual as assertEquals, ok as assert, rejects, throws } from "node:assert/strict";
 import { join } from "node:path";
-import { BasedError } from "../../tensor/errors.ts";
+import { BasedError } from "../../errors.ts";
 import {
   driPrimeTag,
   parseDeviceList,

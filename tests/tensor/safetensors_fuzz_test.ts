@@ -12,7 +12,7 @@
  * Every case has its own seed (BASE_SEED + index): a failure names it.
  */
 import { deepStrictEqual as assertEquals, ok as assert } from "node:assert/strict";
-import { BasedError } from "../../tensor/errors.ts";
+import { BasedError } from "../../errors.ts";
 import {
   MAX_HEADER_BYTES,
   parseSafetensors,

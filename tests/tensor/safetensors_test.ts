@@ -4,7 +4,7 @@
  * its one-line message.
  */
 import { deepStrictEqual as assertEquals, ok as assert } from "node:assert/strict";
-import { BasedError } from "../../tensor/errors.ts";
+import { BasedError } from "../../errors.ts";
 import {
   MAX_HEADER_BYTES,
   parseSafetensors,

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # GPU-machine session A: adapter, parity on the fixtures, kernel benchmarks.
-# Run from the project root through .device/on-gpu.sh (tools/device_pack.sh).
+# Run from the project root through .device/on-gpu.sh (dev/device_pack.sh).
 set -uo pipefail
 export DENO_WEBGPU_BACKEND=vulkan
 out=${OUT:-/tmp/out}

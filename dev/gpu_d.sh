@@ -2,7 +2,7 @@
 # GPU-machine session D: tune the LM-head GEMMs, the step with the complete
 # table, and the kernel tests on this GPU (failures in full).
 set -uo pipefail
-. tools/gpu_env.sh
+. dev/gpu_env.sh
 out=${OUT:-/tmp/out}
 export BASED_CACHE_DIR=$out/cache
 mkdir -p "$BASED_CACHE_DIR"

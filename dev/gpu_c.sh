@@ -4,7 +4,7 @@
 # Based-360m run through the trainer, and the kernel tests on this GPU.
 # Carry: dist, .device/gl (Vulkan loader), .device/deno_dir (npm cache for the tests).
 set -uo pipefail
-. tools/gpu_env.sh
+. dev/gpu_env.sh
 out=${OUT:-/tmp/out}
 export BASED_CACHE_DIR=$out/cache
 b=./dist/based

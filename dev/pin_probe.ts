@@ -1,5 +1,5 @@
 /**
- * The GPU-pinning probe, for a machine with several GPUs (tools/pin_probe.sh
+ * The GPU-pinning probe, for a machine with several GPUs (dev/pin_probe.sh
  * starts it): for each way of steering a process to a GPU, starts two probe
  * workers (local ranks 0 and 1, as mpirun would), and finds out which GPU each
  * one landed on. WebGPU does not expose the PCI bus or UUID, so the evidence
@@ -8,7 +8,7 @@
  * baseline) and --query-compute-apps (pid, gpu_bus_id) are read while both
  * run a compute loop.
  *
- *   deno run -A parallel/pin_probe.ts [--out DIR] [--only s1,s2] [--seconds S] [--alloc MiB0,MiB1]
+ *   deno run -A dev/pin_probe.ts [--out DIR] [--only s1,s2] [--seconds S] [--alloc MiB0,MiB1]
  *     [--threads N]   (threads of the busy kernel, 4096 FMAs each; small on a CPU adapter)
  *
  * Strategies: parallel/pin.ts's (set at spawn, as its re-exec wrapper does,
@@ -19,12 +19,12 @@
  * nodes do not exist; needs root and unshare).
  *
  * The Mesa device-select layer is taken from .device/pin/ when present
- * (tools/pin_probe.sh --pack copies it there), else from the system.
+ * (dev/pin_probe.sh --pack copies it there), else from the system.
  * Writes pin_report.md and pin_raw.log into --out (default $OUT, else
  * ./pin-probe).
  */
 import { join, resolve } from "node:path";
-import { type GpuSlot, parseNvidiaSmi, pinEnv, type PinStrategy } from "./pin.ts";
+import { type GpuSlot, parseNvidiaSmi, pinEnv, type PinStrategy } from "../parallel/pin.ts";
 
 const dec = new TextDecoder();
 const args = Deno.args;
@@ -38,7 +38,7 @@ const THREADS = opt("--threads") ?? String(1 << 22);
 const ONLY = opt("--only")?.split(",");
 const ALLOC = (opt("--alloc") ?? "3072,7168").split(",").map(Number); // MiB per local rank
 const ROOT = resolve(new URL("..", import.meta.url).pathname);
-const WORKER = join(ROOT, "parallel/pin_probe_worker.ts");
+const WORKER = join(ROOT, "dev/pin_probe_worker.ts");
 
 const raw: string[] = [];
 function log(s: string): void {
@@ -85,7 +85,7 @@ for (const g of gpus) {
 }
 if (gpus.length < 2) log("warning: fewer than 2 GPUs: every strategy can only land on GPU 0");
 
-// the Mesa device-select layer: carried in .device/pin (tools/pin_probe.sh --pack) or the system's
+// the Mesa device-select layer: carried in .device/pin (dev/pin_probe.sh --pack) or the system's
 const common: Record<string, string> = {
   DENO_WEBGPU_BACKEND: "vulkan",
   VK_LOADER_DEBUG: "error,warn",

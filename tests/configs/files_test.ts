@@ -17,9 +17,10 @@ import {
   toYaml,
 } from "../../config/mod.ts";
 import { BUNDLE } from "../../configs/bundle.ts";
-import { bundleText, CONFIGS_DIR, listYaml } from "../../config/gen_bundle.ts";
+import { bundleText, CONFIGS_DIR, listYaml } from "../../configs/gen_bundle.ts";
 import { modelConfigFromCfg } from "../../model/config.ts";
-import { at, compose, composeFrom, CWD, throwsBased } from "./helpers.ts";
+import { BasedError } from "../../errors.ts";
+import { at, compose, composeFrom, CWD, throwsBased } from "../config/helpers.ts";
 
 Deno.test("config/files: configs/bundle.ts holds every YAML file under configs/, up to date", () => {
   const files = listYaml();
@@ -68,7 +69,7 @@ Deno.test("config/files: every experiment composes, round-trips through YAML and
   eq(at(compose([]), "train.optimizer._target_"), "torch.optim.AdamW");
 });
 
-Deno.test("config/files: the reference runs' differences (spec §1.10 and the reference repository)", () => {
+Deno.test("config/files: the reference runs' differences (the reference repository's experiment files)", () => {
   const r = compose(["experiment=reference/based-360m"]);
   eq(at(r, "model.config.alt_mixer.parallel_implementation"), "fla_parallel");
   eq(at(r, "model.config.alt_mixer.eps"), 1e-6);
@@ -178,7 +179,7 @@ async function throwsBasedAsync(fn: () => Promise<unknown>, re: RegExp): Promise
   try {
     await fn();
   } catch (e) {
-    ok(e instanceof Error && e.name === "BasedError" && re.test(e.message), String(e));
+    ok(e instanceof BasedError && re.test(e.message), String(e));
     return;
   }
   throw new Error("expected a BasedError");

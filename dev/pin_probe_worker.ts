@@ -1,17 +1,17 @@
 /**
- * One process of the GPU-pinning probe (parallel/pin_probe.ts): requests the
+ * One process of the GPU-pinning probe (dev/pin_probe.ts): requests the
  * WebGPU adapter like the trainer does, prints what it got, takes a
  * recognisable amount of GPU memory, keeps the GPU busy for a while, exits.
  *
- *   deno run -A parallel/pin_probe_worker.ts --tag T --alloc-mib N --seconds S [--threads N]
+ *   deno run -A dev/pin_probe_worker.ts --tag T --alloc-mib N --seconds S [--threads N]
  *
  * With BASED_GPU_PIN set, the pin is applied in process first (applyPin, the
  * trainer's path). Lines on stdout: `READY {json}` once the memory is held,
  * `DONE {json}` at the end, or `FAIL {json}`.
  */
 import { initEngine } from "../tensor/engine.ts";
-import { applyPin } from "./pin.ts";
-import { detectLaunch } from "./launch.ts";
+import { applyPin } from "../parallel/pin.ts";
+import { detectLaunch } from "../parallel/launch.ts";
 
 const SELECTORS = [
   "DENO_WEBGPU_BACKEND",

@@ -5,7 +5,7 @@
  * within the manifest's tolerances. One test step per case.
  */
 import { FIXTURES, HAVE_FIXTURES, sharedMissing, skipName } from "../helpers.ts";
-import { formatCase, runParity } from "../../model/parity.ts";
+import { formatCase, runParity } from "../../parity/parity.ts";
 
 Deno.test({
   name: skipName(
