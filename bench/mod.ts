@@ -96,8 +96,8 @@ export async function runBench(opts: BenchOptions): Promise<void> {
       name: `copy ${(r.bytes / 2 ** 30).toFixed(2)} GiB`,
       value: r.tbps,
       unit: "TB/s",
-      workload: `copy ${r.bytes} bytes`,
-      anchor: h200(H200.copyTBps, "PyTorch copy", `copy ${1 << 30} bytes`),
+      workload: `copy ${(r.bytes / 2 ** 30).toFixed(2)} GiB`,
+      anchor: h200(H200.copyTBps, "PyTorch copy", "copy 1.00 GiB"),
     });
     flush();
   }
