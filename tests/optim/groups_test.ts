@@ -13,10 +13,12 @@ interface ParamEntry {
   weight_decay: number;
 }
 
-const P360 =
-  (HAVE_FIXTURES
-    ? JSON.parse(await Deno.readTextFile(`${FIXTURES}/based360m_params.json`))
-    : { n_params_unique: 0, params: [] }) as { n_params_unique: number; params: ParamEntry[] };
+const P360 = HAVE_FIXTURES
+  ? JSON.parse(await Deno.readTextFile(`${FIXTURES}/based360m_params.json`)) as {
+    n_params_unique: number;
+    params: ParamEntry[];
+  }
+  : { n_params_unique: 0, params: [] as ParamEntry[] };
 const MANIFEST = HAVE_FIXTURES
   ? JSON.parse(await Deno.readTextFile(`${FIXTURES}/manifest.json`))
   : null;
