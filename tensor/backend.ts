@@ -84,12 +84,15 @@ function exists(path: string): boolean {
 export function probeVulkan(): VulkanProbe {
   const env = (k: string) => Deno.env.get(k) || undefined;
   const icds: string[] = [];
+  // as the loader does: an explicit list replaces the search of the usual directories
   const explicit = env("VK_DRIVER_FILES") ?? env("VK_ICD_FILENAMES");
   if (explicit) icds.push(...explicit.split(":").filter(exists));
-  const xdg = (env("XDG_DATA_DIRS") ?? "").split(":").filter(Boolean).map((d) =>
-    `${d}/vulkan/icd.d`
-  );
-  for (const d of new Set([...ICD_DIRS, ...xdg])) icds.push(...listJson(d));
+  else {
+    const xdg = (env("XDG_DATA_DIRS") ?? "").split(":").filter(Boolean).map((d) =>
+      `${d}/vulkan/icd.d`
+    );
+    for (const d of new Set([...ICD_DIRS, ...xdg])) icds.push(...listJson(d));
+  }
   const ld = (env("LD_LIBRARY_PATH") ?? "").split(":").filter(Boolean);
   const loader = [...ld, ...LOADER_DIRS].some((d) => exists(`${d}/libvulkan.so.1`));
   return { os: Deno.build.os, env: env("DENO_WEBGPU_BACKEND"), icds, loader };

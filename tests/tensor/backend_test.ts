@@ -92,3 +92,14 @@ Deno.test({
     }
   },
 });
+
+Deno.test("backend: VK_DRIVER_FILES replaces the search, as in the Vulkan loader", () => {
+  const saved = Deno.env.get("VK_DRIVER_FILES");
+  try {
+    Deno.env.set("VK_DRIVER_FILES", "/nonexistent/icd.json");
+    assertEquals(probeVulkan().icds, []);
+  } finally {
+    if (saved === undefined) Deno.env.delete("VK_DRIVER_FILES");
+    else Deno.env.set("VK_DRIVER_FILES", saved);
+  }
+});
