@@ -17,6 +17,7 @@ import { exportCommand } from "./cli/export.ts";
 import { benchCommand } from "./cli/bench.ts";
 import { parityCommand } from "./cli/parity.ts";
 import { plotCommand } from "./cli/plot.ts";
+import { demoCommand } from "./cli/demo.ts";
 
 const program = new Command("based")
   .description("Deno-native trainer for Based linear-attention language models (WebGPU)")
@@ -26,6 +27,7 @@ for (
   const add of [
     infoCommand,
     trainCommand,
+    demoCommand,
     evalCommand,
     generateCommand,
     exportCommand,

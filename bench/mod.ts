@@ -8,7 +8,7 @@ import { join } from "node:path";
 import { BasedError } from "../errors.ts";
 import { type Engine, initEngine } from "../tensor/engine.ts";
 import { benchCopy } from "./copy.ts";
-import { type BenchRow, formatRows, H200 } from "./report.ts";
+import { type BenchRow, formatRows, FULL_SIZES, H200, h200, STEP_360M } from "./report.ts";
 import { benchMatmul, defaultMatmulSizes, tuneMatmul } from "./matmul.ts";
 import { benchAttention, benchSlidingWindow } from "./attention.ts";
 import { benchOptim } from "./optim.ts";
@@ -93,6 +93,8 @@ export async function runBench(opts: BenchOptions): Promise<void> {
   const want = (n: string) => !only || only.has(n);
   const quick = opts.quick ?? e.info.isFallback;
   const rows: BenchRow[] = [];
+  // anchors hold for the full sizes only; --quick and --lengths runs are other workloads
+  const scale = quick ? "quick sizes" : FULL_SIZES;
   const results: Record<string, unknown> = {
     adapter: e.info.name,
     backend: e.info.backend,
@@ -107,7 +109,7 @@ export async function runBench(opts: BenchOptions): Promise<void> {
   }
   if (opts.tune) await tune(e, log, quick, opts.filter, f16);
   const flush = () => {
-    if (rows.length) log(formatRows(rows.splice(0)));
+    if (rows.length) log(formatRows(rows.splice(0), e.info.name));
   };
 
   if (want("copy")) {
@@ -117,8 +119,8 @@ export async function runBench(opts: BenchOptions): Promise<void> {
       name: `copy ${(r.bytes / 2 ** 30).toFixed(2)} GiB`,
       value: r.tbps,
       unit: "TB/s",
-      limit: H200.copyTBps,
-      limitName: "H200 copy (PyTorch)",
+      workload: `copy ${(r.bytes / 2 ** 30).toFixed(2)} GiB`,
+      anchor: h200(H200.copyTBps, "PyTorch copy", "copy 1.00 GiB"),
     });
     flush();
   }
@@ -147,13 +149,12 @@ export async function runBench(opts: BenchOptions): Promise<void> {
         name: `matmul ${f16 ? "f16" : "f32"} ${m.name} [${m.config}]`,
         value: m.tflops,
         unit: "TFLOP/s",
-        limit: f16 ? H200.f16PeakTFlops : H200.fp32PeakTFlops,
-        limitName: f16 ? "packed f16 FMA peak" : "fp32 FMA peak",
-        anchor: a,
-        anchorName: a
-          ? (f16 ? "torch fp16, tensor cores" : "torch fp32, TF32 off")
-          : anchors
-          ? "(not measured)"
+        workload: scale,
+        anchor: f16
+          ? h200(H200.f16PeakTFlops, "packed f16 FMA peak")
+          : h200(H200.fp32PeakTFlops, "fp32 FMA peak"),
+        sameMachine: a
+          ? { value: a, name: f16 ? "torch fp16, tensor cores" : "torch fp32, TF32 off" }
           : undefined,
       });
     }
@@ -164,6 +165,8 @@ export async function runBench(opts: BenchOptions): Promise<void> {
     const B = quick ? 1 : 8, H = quick ? 2 : 16;
     const r = await benchAttention(e, { lengths, B, H });
     results.attention = { B, H, rows: r };
+    // the anchors ran B8 H16 F16 D64
+    const laWorkload = (L: number) => `B${B} H${H} L${L}`;
     for (const a of r) {
       const goal = LA_GOAL[a.view]?.[a.L];
       const torch = TORCH_LA[a.L];
@@ -172,8 +175,8 @@ export async function runBench(opts: BenchOptions): Promise<void> {
           name: `linear attn ${a.view} L${a.L} fwd+bwd`,
           value: a.fwdBwdMs,
           unit: "ms",
-          limit: goal,
-          limitName: "goal",
+          workload: laWorkload(a.L),
+          anchor: h200(goal, "goal", `B8 H16 L${a.L}`),
           lowerIsBetter: true,
         });
       } else if (torch && a.view === "quadratic") {
@@ -181,16 +184,16 @@ export async function runBench(opts: BenchOptions): Promise<void> {
           name: `linear attn quadratic L${a.L} fwd+bwd`,
           value: a.fwdBwdMs,
           unit: "ms",
-          limit: torch.quadratic,
-          limitName: "PyTorch quadratic fp32",
+          workload: laWorkload(a.L),
+          anchor: h200(torch.quadratic, "PyTorch quadratic fp32", `B8 H16 L${a.L}`),
           lowerIsBetter: true,
         });
       } else {rows.push({
           name: `linear attn ${a.view} L${a.L} fwd+bwd`,
           value: a.fwdBwdMs,
           unit: "ms",
-          limit: torch?.fla ?? a.fwdBwdMs,
-          limitName: torch ? "fla fp32" : "(no anchor)",
+          workload: laWorkload(a.L),
+          anchor: torch ? h200(torch.fla, "fla fp32", `B8 H16 L${a.L}`) : undefined,
           lowerIsBetter: true,
         });}
     }
@@ -218,8 +221,7 @@ export async function runBench(opts: BenchOptions): Promise<void> {
           name: `sliding window 128 L${s.L} fwd+bwd`,
           value: s.fwdBwdMs,
           unit: "ms",
-          limit: s.fwdBwdMs,
-          limitName: "(no anchor)",
+          workload: scale,
           lowerIsBetter: true,
         });
       }
@@ -262,8 +264,8 @@ export async function runBench(opts: BenchOptions): Promise<void> {
         name: b.name,
         value: b.tbps,
         unit: "TB/s",
-        limit: H200.copyTBps,
-        limitName: "copy",
+        workload: scale,
+        anchor: h200(H200.copyTBps, "H200 copy"),
       });
     }
     flush();
@@ -275,15 +277,15 @@ export async function runBench(opts: BenchOptions): Promise<void> {
       name: `AdamW step ${(r as { params?: number }).params ?? ""} params (adam only)`,
       value: r.adamTbps,
       unit: "TB/s",
-      limit: H200.copyTBps,
-      limitName: "copy",
+      workload: scale,
+      anchor: h200(H200.copyTBps, "H200 copy"),
     });
     rows.push({
       name: "AdamW + clip (effective 28 B/param)",
       value: r.tbps,
       unit: "TB/s",
-      limit: H200.copyTBps,
-      limitName: "copy",
+      workload: scale,
+      anchor: h200(H200.copyTBps, "H200 copy"),
     });
     flush();
   }
@@ -308,15 +310,15 @@ export async function runBench(opts: BenchOptions): Promise<void> {
           name: `${experiment} step B${r.batch}x${r.seqLen} ${view} ${r.precision}`,
           value: r.tokensPerSec,
           unit: "tok/s",
-          limit: H200.torchStepFp32TokS,
-          limitName: "PyTorch fp32",
+          workload: `${experiment} B${r.batch}x${r.seqLen}`,
+          anchor: h200(H200.torchStepFp32TokS, "PyTorch fp32", STEP_360M),
         });
         rows.push({
           name: `  peak memory`,
           value: r.peakBytes / 2 ** 30,
           unit: "GiB",
-          limit: 63.5,
-          limitName: "PyTorch fp32",
+          workload: `${experiment} B${r.batch}x${r.seqLen}`,
+          anchor: h200(H200.torchStepFp32GiB, "PyTorch fp32", STEP_360M),
           lowerIsBetter: true,
         });
       } catch (err) {

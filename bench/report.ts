@@ -6,46 +6,74 @@ export function median(xs: number[]): number {
   return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
 }
 
+/**
+ * A figure to compare with: measured on one adapter (`adapter`, a substring of
+ * the adapter's name) on one workload. A ratio is printed only for a row that
+ * ran that workload on that adapter: like with like.
+ */
+export interface Anchor {
+  value: number;
+  name: string;
+  adapter: string;
+  workload: string;
+}
+
 export interface BenchRow {
   /** what was measured */
   name: string;
   /** the measured figure */
   value: number;
   unit: string;
-  /** the limit or anchor it is compared with */
-  limit: number;
-  limitName: string;
+  /** the workload it ran (compared with an anchor's workload) */
+  workload: string;
+  /** the limit or anchor it is compared with; none: no ratio */
+  anchor?: Anchor;
   /** true when smaller is better (times) */
   lowerIsBetter?: boolean;
-  /** a second reference measured on the same machine (e.g. PyTorch), shown in its own column */
-  anchor?: number;
-  anchorName?: string;
+  /** a second reference measured on the same machine in the same run (e.g. PyTorch), own column */
+  sameMachine?: { value: number; name: string };
 }
 
-/** measured / limit, oriented so that 1.0 means "at the limit" and > 1 beats it. */
-export function ratio(r: BenchRow): number {
-  return r.lowerIsBetter ? r.limit / r.value : r.value / r.limit;
+/** Whether a row's anchor applies: same workload, measured on this adapter. */
+export function comparable(r: BenchRow, adapter: string): boolean {
+  const a = r.anchor;
+  return !!a && a.workload === r.workload && adapter.includes(a.adapter);
 }
 
-export function formatRows(rows: BenchRow[]): string {
-  const anchors = rows.some((r) => r.anchorName);
+/**
+ * measured / anchor, oriented so that 1.0 means "at the anchor" and > 1 beats
+ * it; null when the row has no anchor or its anchor is another workload or
+ * another adapter (no ratio is printed then).
+ */
+export function ratio(r: BenchRow, adapter: string): number | null {
+  if (!comparable(r, adapter)) return null;
+  const a = r.anchor!;
+  return r.lowerIsBetter ? a.value / r.value : r.value / a.value;
+}
+
+export function formatRows(rows: BenchRow[], adapter: string): string {
+  const same = rows.some((r) => r.sameMachine);
   const head = ["benchmark", "measured", "limit / anchor", "ratio"];
-  if (anchors) head.push("same machine", "ratio");
+  if (same) head.push("same machine", "ratio");
   const body = rows.map((r) => {
-    const row = [
+    const q = ratio(r, adapter);
+    const a = r.anchor;
+    const s = r.sameMachine;
+    const sameCols = !same ? [] : !s ? ["", ""] : [
+      `${fmt(s.value)} ${r.unit} (${s.name})`,
+      `${(r.lowerIsBetter ? s.value / r.value : r.value / s.value).toFixed(2)}x`,
+    ];
+    return [
       r.name,
       `${fmt(r.value)} ${r.unit}`,
-      `${fmt(r.limit)} ${r.unit} (${r.limitName})`,
-      `${ratio(r).toFixed(2)}x`,
+      !a
+        ? "(no anchor)"
+        : q === null
+        ? `(none here: ${a.name} is ${a.adapter}, ${a.workload})`
+        : `${fmt(a.value)} ${r.unit} (${a.name})`,
+      q === null ? "-" : `${q.toFixed(2)}x`,
+      ...sameCols,
     ];
-    if (anchors) {
-      const a = r.anchor;
-      row.push(
-        a ? `${fmt(a)} ${r.unit} (${r.anchorName})` : "",
-        a ? `${ratio({ ...r, limit: a }).toFixed(2)}x` : "",
-      );
-    }
-    return row;
   });
   const w = head.map((h, i) => Math.max(h.length, ...body.map((b) => b[i].length)));
   const line = (c: string[]) => c.map((x, i) => x.padEnd(w[i])).join("  ");
@@ -60,6 +88,17 @@ function fmt(v: number): string {
   return v.toPrecision(3);
 }
 
+/** The workload of the full-size kernel benchmarks (the anchors' sizes). */
+export const FULL_SIZES = "full sizes";
+
+/** An anchor measured on the H200 (project brief / issue 5, PyTorch on the same machine). */
+export function h200(value: number, name: string, workload = FULL_SIZES): Anchor {
+  return { value, name, adapter: "H200", workload };
+}
+
+/** The Based-360m training step the PyTorch anchors ran. */
+export const STEP_360M = "example/based-360m B8x2048";
+
 /** Anchors measured on the H200 (DEVELOPERS brief / issue 5). */
 export const H200 = {
   copyTBps: 4.23,
@@ -68,4 +107,5 @@ export const H200 = {
   fp32PeakTFlops: 67,
   f16PeakTFlops: 134,
   torchStepFp32TokS: 15841,
+  torchStepFp32GiB: 63.5,
 };

@@ -17,7 +17,7 @@ export function infoCommand(program: Command): void {
       const i = e.info;
       console.log(`adapter:   ${i.name}${i.isFallback ? " (software fallback)" : ""}`);
       console.log(`vendor:    ${i.vendor} ${i.architecture}`.trimEnd());
-      console.log(`backend:   ${i.backend} (DENO_WEBGPU_BACKEND)`);
+      console.log(`backend:   ${i.backend} (${i.backendWhy})`);
       console.log(`features:  ${i.features.join(", ")}`);
       console.log("limits:");
       for (const [k, v] of Object.entries(i.limits)) {

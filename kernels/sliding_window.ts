@@ -26,12 +26,27 @@ export interface SlidingWindowOptions {
   window: number;
   /** score scale, default Dh^-0.5 */
   scale?: number;
+  /**
+   * Workgroup memory budget of the tiles, in floats (default: 8192, or
+   * SMEM_FLOATS_GL on the GL software path). Tiles that fit it are chosen
+   * when any does, else the default budget's.
+   */
+  smemFloats?: number;
 }
 
 /** Largest head dimension the kernels are laid out for. */
 export const MAX_HEAD_DIM = 128;
 /** Workgroup memory the kernels may use (the WebGPU default limit is 16 KiB; llvmpipe has 32). */
 const SMEM_FLOATS = 8192;
+/**
+ * The budget on Mesa's GL path (llvmpipe through EGL): there WebGPU zero-fills
+ * workgroup memory with one array constructor per variable, which llvmpipe
+ * compiles in time that grows faster than linearly with its size (a kernel
+ * with 2,048 vec4 of workgroup memory: 248 s; 512: 25 s; 64: 0.7 s, 2 cores).
+ * The 32×32 tiles (4,192–6,400 floats) took minutes each; 16×16 and 16×8 fit
+ * 2,048.
+ */
+export const SMEM_FLOATS_GL = 2048;
 const LOWEST = "-3.4028234e38";
 
 interface Tiles {
@@ -43,11 +58,13 @@ interface Tiles {
   CPT: number;
 }
 
-function tiles(Dh: number, smem: (R: number, T: number) => number): Tiles {
-  for (const [R, T] of [[32, 32], [32, 16], [16, 16], [16, 8], [8, 8]]) {
-    if (smem(R, T) <= SMEM_FLOATS) {
-      const TPR = 256 / R;
-      return { R, T, TPR, CPT: Math.ceil(Dh / TPR) };
+function tiles(Dh: number, smem: (R: number, T: number) => number, budget: number): Tiles {
+  for (const b of [budget, SMEM_FLOATS]) {
+    for (const [R, T] of [[32, 32], [32, 16], [16, 16], [16, 8], [8, 8]]) {
+      if (smem(R, T) <= b) {
+        const TPR = 256 / R;
+        return { R, T, TPR, CPT: Math.ceil(Dh / TPR) };
+      }
     }
   }
   throw new BasedError(`sliding-window attention: head dim ${Dh} too large`);
@@ -79,18 +96,20 @@ function cached(key: string, make: () => Kernel): Kernel {
   return k;
 }
 
-const fwdTiles = (Dh: number) =>
-  tiles(Dh, (R, T) => R * (Dh + 1) + T * (Dh + 1) + T * Dh + R * (T + 1));
-const dqTiles = (Dh: number) =>
-  tiles(Dh, (R, T) => 2 * R * (Dh + 1) + 2 * T * (Dh + 1) + R * (T + 1) + 2 * R);
-const dkvTiles = (Dh: number) =>
-  tiles(Dh, (R, T) => 2 * R * (Dh + 1) + 2 * T * (Dh + 1) + 2 * R * (T + 1) + 2 * T);
+const fwdTiles = (Dh: number, b: number) =>
+  tiles(Dh, (R, T) => R * (Dh + 1) + T * (Dh + 1) + T * Dh + R * (T + 1), b);
+const dqTiles = (Dh: number, b: number) =>
+  tiles(Dh, (R, T) => 2 * R * (Dh + 1) + 2 * T * (Dh + 1) + R * (T + 1) + 2 * R, b);
+const dkvTiles = (Dh: number, b: number) =>
+  tiles(Dh, (R, T) => 2 * R * (Dh + 1) + 2 * T * (Dh + 1) + 2 * R * (T + 1) + 2 * T, b);
+/** Tile sizes in kernel names beyond the default (32×32) ones. */
+const tileTag = (t: Tiles) => (t.R === 32 && t.T === 32 ? "" : `_r${t.R}t${t.T}`);
 
-function fwdKernel(Dh: number): Kernel {
-  const t = fwdTiles(Dh);
-  return cached(`fwd_${Dh}`, () =>
+function fwdKernel(Dh: number, budget: number): Kernel {
+  const t = fwdTiles(Dh, budget);
+  return cached(`fwd_${Dh}_${t.R}_${t.T}`, () =>
     defineKernel({
-      name: `swa_fwd_d${Dh}`,
+      name: `swa_fwd_d${Dh}${tileTag(t)}`,
       params: PARAMS,
       bindings: { qkv: "read", out: "rw", lse: "rw" },
       code: /* wgsl */ `${head(Dh, t)}
@@ -201,11 +220,11 @@ fn main(${ENTRY_1D}) {
 }`,
 });
 
-function dqKernel(Dh: number): Kernel {
-  const t = dqTiles(Dh);
-  return cached(`dq_${Dh}`, () =>
+function dqKernel(Dh: number, budget: number): Kernel {
+  const t = dqTiles(Dh, budget);
+  return cached(`dq_${Dh}_${t.R}_${t.T}`, () =>
     defineKernel({
-      name: `swa_dq_d${Dh}`,
+      name: `swa_dq_d${Dh}${tileTag(t)}`,
       params: PARAMS,
       bindings: { qkv: "read", gout: "read", lse: "read", delta: "read", gqkv: "rw" },
       code: /* wgsl */ `${head(Dh, t)}
@@ -314,11 +333,11 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     }));
 }
 
-function dkvKernel(Dh: number): Kernel {
-  const t = dkvTiles(Dh);
-  return cached(`dkv_${Dh}`, () =>
+function dkvKernel(Dh: number, budget: number): Kernel {
+  const t = dkvTiles(Dh, budget);
+  return cached(`dkv_${Dh}_${t.R}_${t.T}`, () =>
     defineKernel({
-      name: `swa_dkv_d${Dh}`,
+      name: `swa_dkv_d${Dh}${tileTag(t)}`,
       params: PARAMS,
       bindings: { qkv: "read", gout: "read", lse: "read", delta: "read", gqkv: "rw" },
       code: /* wgsl */ `${head(Dh, t)}
@@ -458,7 +477,11 @@ export function slidingWindowAttention(qkv: Tensor, opts: SlidingWindowOptions):
   const e = qkv.engine;
   const out = e.empty([B, L, H, Dh]);
   const lse = e.empty([B, L, H]);
-  e.run(fwdKernel(Dh), { qkv, out, lse }, params, [Math.ceil(L / fwdTiles(Dh).R), B * H]);
+  const budget = opts.smemFloats ?? (e.info.softwareGl ? SMEM_FLOATS_GL : SMEM_FLOATS);
+  e.run(fwdKernel(Dh, budget), { qkv, out, lse }, params, [
+    Math.ceil(L / fwdTiles(Dh, budget).R),
+    B * H,
+  ]);
   record("sliding_window_attention", [qkv], [out], [qkv, out, lse], ([gout], [qs, os, ls]) => {
     if (!gout) return [null];
     const rows = B * L * H;
@@ -466,8 +489,8 @@ export function slidingWindowAttention(qkv: Tensor, opts: SlidingWindowOptions):
     e.run(DELTA, { gout, out: os, delta }, { rows, Dh }, grid1d(rows));
     const g = e.empty(qs.shape);
     const bind = { qkv: qs, gout, lse: ls, delta, gqkv: g };
-    e.run(dqKernel(Dh), bind, params, [Math.ceil(L / dqTiles(Dh).R), B * H]);
-    e.run(dkvKernel(Dh), bind, params, [Math.ceil(L / dkvTiles(Dh).R), B * H]);
+    e.run(dqKernel(Dh, budget), bind, params, [Math.ceil(L / dqTiles(Dh, budget).R), B * H]);
+    e.run(dkvKernel(Dh, budget), bind, params, [Math.ceil(L / dkvTiles(Dh, budget).R), B * H]);
     delta.dispose();
     return [g];
   });

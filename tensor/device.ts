@@ -5,13 +5,18 @@
  * adapter; we turn that into a clear error.
  */
 import { BasedError } from "../errors.ts";
+import { GL_SOFTWARE_NOTE, isSoftwareGl, selectBackend } from "./backend.ts";
 
 export interface GpuInfo {
   name: string;
   vendor: string;
   architecture: string;
   backend: string;
+  /** why that backend: "DENO_WEBGPU_BACKEND", "a Vulkan driver is installed", ... */
+  backendWhy: string;
   isFallback: boolean;
+  /** a CPU adapter through GL (no Vulkan driver): kernels use configs that compile fast */
+  softwareGl: boolean;
   features: string[];
   limits: Record<string, number>;
 }
@@ -46,9 +51,13 @@ export function backendName(): string {
   return Deno.env.get("DENO_WEBGPU_BACKEND") ?? "default";
 }
 
+let glNoted = false;
+
 export async function requestGpu(
   opts: { powerPreference?: GPUPowerPreference } = {},
 ): Promise<Gpu> {
+  // before anything touches navigator.gpu: Deno reads the backend when WebGPU first starts
+  const choice = selectBackend();
   if (typeof navigator === "undefined" || !("gpu" in navigator) || !navigator.gpu) {
     throw new BasedError(
       "WebGPU is not available in this runtime",
@@ -58,6 +67,12 @@ export async function requestGpu(
   const adapter = await navigator.gpu.requestAdapter({
     powerPreference: opts.powerPreference ?? "high-performance",
   });
+  if (!adapter && choice.auto) {
+    throw new BasedError(
+      "no GPU adapter found through the installed Vulkan driver",
+      "check it with vulkaninfo, or set DENO_WEBGPU_BACKEND=gl to use OpenGL instead",
+    );
+  }
   if (!adapter) {
     throw new BasedError(
       "no GPU adapter found",
@@ -78,12 +93,20 @@ export async function requestGpu(
     if (typeof v === "number") limits[k] = v;
   }
   const ai = adapter.info;
+  const isFallback = (ai as unknown as { isFallbackAdapter?: boolean }).isFallbackAdapter ?? false;
+  const softwareGl = isSoftwareGl(Deno.build.os, Deno.env.get("DENO_WEBGPU_BACKEND"), isFallback);
+  if (softwareGl && !glNoted) {
+    glNoted = true;
+    console.error(GL_SOFTWARE_NOTE);
+  }
   const info: GpuInfo = {
     name: ai.description || ai.device || "unknown adapter",
     vendor: ai.vendor,
     architecture: ai.architecture,
     backend: backendName(),
-    isFallback: (ai as unknown as { isFallbackAdapter?: boolean }).isFallbackAdapter ?? false,
+    backendWhy: choice.why,
+    isFallback,
+    softwareGl,
     features: [...device.features].sort(),
     limits,
   };

@@ -163,28 +163,46 @@ export function param(e: Engine, data: F64, shape: number[]): Tensor {
 export const REPO = new URL("..", import.meta.url).pathname;
 
 /**
- * The shared folder beside the checkout (fixtures, data), overridable
+ * The shared folder beside the checkout (spec, fixtures, data), overridable
  * with BASED_SHARED_DIR.
  */
 export const SHARED = Deno.env.get("BASED_SHARED_DIR") ??
   new URL("../../shared/", import.meta.url).pathname;
 
 export const FIXTURES = `${SHARED.replace(/\/$/, "")}/fixtures`;
+export const WIKITEXT = `${SHARED.replace(/\/$/, "")}/data/wikitext`;
+
+/**
+ * Why a test that reads `../shared/<rel>` cannot run here ("" when it can):
+ * the reference fixtures and WikiText are not shipped with the repository, so a
+ * bare clone skips those tests (CI has ../shared beside the clone and runs them).
+ */
+export function sharedMissing(rel: string, probe = ""): string {
+  try {
+    Deno.statSync(`${SHARED.replace(/\/$/, "")}/${rel}${probe ? `/${probe}` : ""}`);
+    return "";
+  } catch {
+    return `needs ../shared/${rel}, not shipped`;
+  }
+}
+
+/** A test name with the skip reason appended when `missing` is not empty. */
+export function skipName(name: string, missing: string): string {
+  return missing ? `${name} [skipped: ${missing}]` : name;
+}
+
+const FIXTURES_MISSING = sharedMissing("fixtures", "manifest.json");
+const WIKITEXT_MISSING = sharedMissing("data/wikitext", "wikitext-103-v1/wiki.valid.tokens");
 
 /** Whether the reference fixtures are present (tests that read them are skipped otherwise). */
-export const HAVE_FIXTURES: boolean = (() => {
-  try {
-    Deno.statSync(`${FIXTURES}/manifest.json`);
-    return true;
-  } catch {
-    return false;
-  }
-})();
+export const HAVE_FIXTURES: boolean = FIXTURES_MISSING === "";
+/** Whether the shared WikiText files are present. */
+export const HAVE_WIKITEXT: boolean = WIKITEXT_MISSING === "";
 
 /** A GPU test that reads the reference fixtures: skipped (and says so) when they are absent. */
 export function fixtureTest(name: string, fn: (e: Engine) => Promise<void> | void): void {
   Deno.test({
-    name: HAVE_FIXTURES ? name : `${name} (skipped: no fixtures at ${FIXTURES})`,
+    name: skipName(name, FIXTURES_MISSING),
     ignore: !HAVE_FIXTURES,
     sanitizeOps: false,
     sanitizeResources: false,
@@ -195,36 +213,14 @@ export function fixtureTest(name: string, fn: (e: Engine) => Promise<void> | voi
   });
 }
 
-/** The WikiText files beside the checkout (CC BY-SA: never in the repository). */
-export const WIKITEXT = `${SHARED.replace(/\/$/, "")}/data/wikitext`;
-
-/** Whether the shared WikiText files are present (tests that read them are skipped otherwise). */
-export const HAVE_WIKITEXT: boolean = (() => {
-  try {
-    return Deno.statSync(WIKITEXT).isDirectory;
-  } catch {
-    return false;
-  }
-})();
-
-/** A test that reads the shared WikiText files: skipped (and says why) when they are absent. */
-export function wikitextTest(name: string, fn: () => Promise<void> | void): void {
-  Deno.test({
-    name: HAVE_WIKITEXT
-      ? name
-      : `${name} (skipped: WikiText is not bundled (CC BY-SA); no ${WIKITEXT})`,
-    ignore: !HAVE_WIKITEXT,
-    fn,
-  });
-}
-
 /** A CPU test that reads the reference fixtures: skipped (and says so) when they are absent. */
 export function fixtureCpuTest(name: string, fn: () => Promise<void> | void): void {
-  Deno.test({
-    name: HAVE_FIXTURES ? name : `${name} (skipped: no fixtures at ${FIXTURES})`,
-    ignore: !HAVE_FIXTURES,
-    fn,
-  });
+  Deno.test({ name: skipName(name, FIXTURES_MISSING), ignore: !HAVE_FIXTURES, fn });
+}
+
+/** A test that reads the shared WikiText files: skipped (and says so) when they are absent. */
+export function wikitextTest(name: string, fn: () => Promise<void> | void): void {
+  Deno.test({ name: skipName(name, WIKITEXT_MISSING), ignore: !HAVE_WIKITEXT, fn });
 }
 
 // deno-lint-ignore no-explicit-any

@@ -89,12 +89,16 @@ export const CONFIG_TINY: MatmulConfig = {
 /**
  * CPU adapters (llvmpipe): 64×64 tiles, 8×8 per thread, single-buffered —
  * the fastest of the curated candidates on lavapipe for the tiny model's
- * LM-head GEMMs (4–9 GFLOP/s there, about 2× the 32×32 tile).
+ * LM-head GEMMs (4–9 GFLOP/s there, about 2× the 32×32 tile). K tiles of 8:
+ * llvmpipe compiles the fully unrolled inner product when the kernel is first
+ * dispatched, and bk 16 (256 unrolled vec4 FMAs) took 21 s on Mesa's GL path
+ * and 1.5 s on lavapipe against 4.7 s and 0.8 s for bk 8, which runs the
+ * tiny model's GEMMs as fast (dev/gemm_cpu_tiles.ts, dev/compile_wgsl.ts).
  */
 export const CONFIG_CPU: MatmulConfig = {
   bm: 64,
   bn: 64,
-  bk: 16,
+  bk: 8,
   tm: 8,
   tn: 8,
   stages: 1,

@@ -1,12 +1,10 @@
 /** The data module on WikiText (shared files and a temporary layout) and the bundled KJV corpus. */
 import { deepStrictEqual as assertEquals, ok as assert } from "node:assert/strict";
-import { WIKITEXT, wikitextTest } from "../helpers.ts";
+import { WIKITEXT as WT, wikitextTest } from "../helpers.ts";
 import { loadDataModule } from "../../data/datamodule.ts";
 import { KJV_LINES, KJV_SHA256, kjvBytes, kjvSplitRows, kjvText } from "../../data/kjv.ts";
 import { encode } from "../../data/tokenize/mod.ts";
 import { BasedError } from "../../errors.ts";
-
-const WT = WIKITEXT;
 
 async function rejection(p: Promise<unknown>): Promise<Error> {
   try {

@@ -9,7 +9,8 @@ import {
   ok as assert,
   throws as assertThrows,
 } from "node:assert/strict";
-import { WIKITEXT, wikitextTest } from "../helpers.ts";
+import { WIKITEXT as WT, wikitextTest } from "../helpers.ts";
+import { kjvText } from "../../data/kjv.ts";
 import { isBlank, textToRows } from "../../data/rows.ts";
 import { encode, EOS } from "../../data/tokenize/mod.ts";
 import { tokenizeRows, tokenizeTextBytes } from "../../data/tokenize/mod.ts";
@@ -23,7 +24,20 @@ import {
 } from "../../data/wikitext.ts";
 import { BasedError } from "../../errors.ts";
 
-const WT = WIKITEXT;
+/**
+ * Shipped text in the WikiText `.tokens` shape (heading, blank and
+ * whitespace-only lines, paragraphs ending in "\n"), about `bytes` long: the
+ * bundled KJV corpus, for the tests that need no particular WikiText file.
+ */
+async function tokensText(bytes: number): Promise<string> {
+  const lines = (await kjvText()).split("\n");
+  let out = "";
+  for (let i = 0; out.length < bytes && i < lines.length; i++) {
+    if (i % 50 === 0) out += ` \n = Chapter ${i / 50} = \n \n`;
+    out += ` ${lines[i]} \n`;
+  }
+  return out;
+}
 
 // ---------------------------------------------------------------- shared WikiText files
 
@@ -53,21 +67,18 @@ for (const [sub, config, split, tokens, rows] of COUNTS) {
   });
 }
 
-wikitextTest(
-  "wikitext: worker pool gives the same tokens as the main thread, in order",
-  async () => {
-    const found = (await findSplitFiles(WT, "wikitext-103-v1", "validation"))!;
-    const bytes = await Deno.readFile(found.files[0]);
-    const a = await tokenizeTextBytes(bytes, { workers: 0 });
-    // tiny chunks and forced workers: many chunks finish out of order
-    const b = await tokenizeTextBytes(bytes, { workers: 2, workerMinBytes: 0, chunkBytes: 50_000 });
-    assertEquals(b.length, a.length);
-    assert(a.every((x, i) => x === b[i]));
-    const rows = await readSplitRows(found);
-    const c = await tokenizeRows(rows, { workers: 2, workerMinBytes: 0, chunkBytes: 100_000 });
-    assert(c.length === a.length && a.every((x, i) => x === c[i]));
-  },
-);
+Deno.test("wikitext: worker pool gives the same tokens as the main thread, in order", async () => {
+  const text = await tokensText(600_000);
+  const bytes = new TextEncoder().encode(text);
+  const a = await tokenizeTextBytes(bytes, { workers: 0 });
+  // tiny chunks and forced workers: many chunks finish out of order
+  const b = await tokenizeTextBytes(bytes, { workers: 2, workerMinBytes: 0, chunkBytes: 50_000 });
+  assertEquals(b.length, a.length);
+  assert(a.every((x, i) => x === b[i]));
+  const rows = textToRows(text);
+  const c = await tokenizeRows(rows, { workers: 2, workerMinBytes: 0, chunkBytes: 100_000 });
+  assert(c.length === a.length && a.every((x, i) => x === c[i]));
+});
 
 wikitextTest(
   "wikitext: first row of WikiText-103 test is ' = Robert Boulter = \\n' + EOS",
@@ -357,51 +368,49 @@ function writeParquet(rowGroups: (string | null)[][], codec: 0 | 1): Uint8Array 
   return new Uint8Array(file);
 }
 
-wikitextTest(
-  "wikitext: parquet layout (HF shards, snappy, several row groups) reads rows in order",
-  async () => {
-    const dir = await Deno.makeTempDir();
-    try {
-      const text = await Deno.readTextFile(`${WT}/wikitext-103-v1/wiki.valid.tokens`);
-      // HF rows: whitespace-only lines as ""
-      const rows = textToRows(text);
-      const half = 1900;
-      await Deno.mkdir(`${dir}/wikitext-103-v1`);
-      // two shards, written out of name order; shard 0 has two row groups, shard 1 is uncompressed
-      await Deno.writeFile(
-        `${dir}/wikitext-103-v1/validation-00001-of-00002.parquet`,
-        writeParquet([rows.slice(half)], 0),
-      );
-      await Deno.writeFile(
-        `${dir}/wikitext-103-v1/validation-00000-of-00002.parquet`,
-        writeParquet([rows.slice(0, 700), rows.slice(700, half)], 1),
-      );
-      const f = await findSplitFiles(dir, "wikitext-103-v1", normalizeSplit("valid"));
-      assertEquals(f?.layout, "parquet");
-      assertEquals(f?.files.map((p) => p.split("/").pop()), [
-        "validation-00000-of-00002.parquet",
-        "validation-00001-of-00002.parquet",
-      ]);
-      assertEquals(await readParquetRows(f!.files), rows);
-      assertEquals((await tokenizeSplitFiles(f!, { workers: 0 })).length, 249_598);
+Deno.test("wikitext: parquet layout (HF shards, snappy, several row groups) reads rows in order", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    // HF rows: whitespace-only lines as ""
+    const rows = textToRows(await tokensText(400_000));
+    assert(rows.length > 2500 && rows.includes(""));
+    const half = 1900;
+    await Deno.mkdir(`${dir}/wikitext-103-v1`);
+    // two shards, written out of name order; shard 0 has two row groups, shard 1 is uncompressed
+    await Deno.writeFile(
+      `${dir}/wikitext-103-v1/validation-00001-of-00002.parquet`,
+      writeParquet([rows.slice(half)], 0),
+    );
+    await Deno.writeFile(
+      `${dir}/wikitext-103-v1/validation-00000-of-00002.parquet`,
+      writeParquet([rows.slice(0, 700), rows.slice(700, half)], 1),
+    );
+    const f = await findSplitFiles(dir, "wikitext-103-v1", normalizeSplit("valid"));
+    assertEquals(f?.layout, "parquet");
+    assertEquals(f?.files.map((p) => p.split("/").pop()), [
+      "validation-00000-of-00002.parquet",
+      "validation-00001-of-00002.parquet",
+    ]);
+    assertEquals(await readParquetRows(f!.files), rows);
+    const ids = await tokenizeRows(rows, { workers: 0 });
+    assertEquals(await tokenizeSplitFiles(f!, { workers: 0 }), ids);
 
-      // null and whitespace-only values read as ""; files directly in data_dir are found too
-      await Deno.writeFile(
-        `${dir}/test-00000-of-00001.parquet`,
-        writeParquet([[" = A = \n", null, " ", "b\n"]], 1),
-      );
-      const g = await findSplitFiles(dir, "wikitext-103-v1", "test");
-      assertEquals(await readParquetRows(g!.files), [" = A = \n", "", "", "b\n"]);
+    // null and whitespace-only values read as ""; files directly in data_dir are found too
+    await Deno.writeFile(
+      `${dir}/test-00000-of-00001.parquet`,
+      writeParquet([[" = A = \n", null, " ", "b\n"]], 1),
+    );
+    const g = await findSplitFiles(dir, "wikitext-103-v1", "test");
+    assertEquals(await readParquetRows(g!.files), [" = A = \n", "", "", "b\n"]);
 
-      // a missing shard is an error naming it
-      await Deno.writeFile(`${dir}/train-00001-of-00002.parquet`, writeParquet([["x\n"]], 0));
-      const e = await findSplitFiles(dir, "wikitext-103-v1", "train").then(() => null, (x) => x);
-      assert(
-        e instanceof BasedError && e.message.includes("train-00000-of-00002.parquet"),
-        String(e),
-      );
-    } finally {
-      await Deno.remove(dir, { recursive: true });
-    }
-  },
-);
+    // a missing shard is an error naming it
+    await Deno.writeFile(`${dir}/train-00001-of-00002.parquet`, writeParquet([["x\n"]], 0));
+    const e = await findSplitFiles(dir, "wikitext-103-v1", "train").then(() => null, (x) => x);
+    assert(
+      e instanceof BasedError && e.message.includes("train-00000-of-00002.parquet"),
+      String(e),
+    );
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});

@@ -1,5 +1,5 @@
 import { deepStrictEqual as assertEquals } from "node:assert/strict";
-import { slidingWindowAttention } from "../../kernels/sliding_window.ts";
+import { slidingWindowAttention, SMEM_FLOATS_GL } from "../../kernels/sliding_window.ts";
 import * as ref from "../../kernels/sliding_window_ref.ts";
 import { readSafetensors, tensorData } from "../../tensor/safetensors.ts";
 import { backward } from "../../tensor/tape.ts";
@@ -173,3 +173,33 @@ gpuTest("sliding window: custom scale; no memory growth beyond O(L)", async (e) 
   const ratio = peaks[1] / peaks[0];
   if (!(ratio > 3.3 && ratio < 4.7)) throw new Error(`peak ratio ${ratio.toFixed(2)} for 4x L`);
 });
+
+gpuTest(
+  "sliding window: the GL path's smaller tiles (workgroup memory budget) match the reference",
+  async (e) => {
+    // the kernels the GL software path gets (SMEM_FLOATS_GL), run here on any adapter
+    for (const [L, H, Dh, W] of [[37, 3, 32, 9], [100, 2, 32, 64], [45, 1, 128, 20]]) {
+      const s = { B: 2, L, H, Dh };
+      const rng = new Rng(L * 11 + W);
+      const x = rng.randn(2 * L * 3 * H * Dh), go = rng.randn(2 * L * H * Dh);
+      const t = param(e, x, [2, L, 3, H, Dh]);
+      e.profile = new Map();
+      const o = slidingWindowAttention(t, { window: W, smemFloats: SMEM_FLOATS_GL });
+      const w = `L=${L} Dh=${Dh} W=${W} (GL tiles)`;
+      assertClose(`${w} out`, await readF64(o), ref.slidingWindowAttention(x, s, W).out, TOL);
+      const tg = e.tensor(Float32Array.from(go), [2, L, H, Dh]);
+      backward(o, tg);
+      assertClose(`${w} dqkv`, await readF64(t.grad!), ref.slidingWindowBackward(x, go, s, W), TOL);
+      const names = [...e.profile.keys()].filter((n) => n.startsWith("swa_"));
+      e.profile = null;
+      // the demo's head dim gets tiles under the budget: 16×16 forward, 16×8 backward
+      if (Dh === 32) {
+        assertEquals(
+          names.filter((n) => /_d32_/.test(n)).sort(),
+          ["swa_dkv_d32_r16t8", "swa_dq_d32_r16t8", "swa_fwd_d32_r16t16"],
+        );
+      }
+      for (const u of [t, t.grad!, o, tg]) u.dispose();
+    }
+  },
+);

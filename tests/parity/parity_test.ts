@@ -4,22 +4,18 @@
  * rotary, BaseConv, the three mixers, the full model in each view, AdamW)
  * within the manifest's tolerances. One test step per case.
  */
-import { FIXTURES, gpuTest } from "../helpers.ts";
+import { FIXTURES, HAVE_FIXTURES, sharedMissing, skipName } from "../helpers.ts";
 import { deepStrictEqual as assertEquals, ok as assert, rejects } from "node:assert/strict";
 import { join } from "node:path";
 import { formatCase, runParity } from "../../parity/parity.ts";
 import { BasedError } from "../../errors.ts";
 
-let present = true;
-try {
-  Deno.statSync(`${FIXTURES}/manifest.json`);
-} catch {
-  present = false;
-}
-
 Deno.test({
-  name: "parity: reference fixtures (all cases, three linear-attention views)",
-  ignore: !present,
+  name: skipName(
+    "parity: reference fixtures (all cases, three linear-attention views)",
+    sharedMissing("fixtures", "manifest.json"),
+  ),
+  ignore: !HAVE_FIXTURES,
   sanitizeOps: false,
   sanitizeResources: false,
   fn: async (t) => {
@@ -37,8 +33,11 @@ Deno.test({
 });
 
 Deno.test({
-  name: "parity: reference fixtures in f16 mixed precision (--precision 16-mixed, f16 tolerances)",
-  ignore: !present,
+  name: skipName(
+    "parity: reference fixtures in f16 mixed precision (--precision 16-mixed, f16 tolerances)",
+    sharedMissing("fixtures", "manifest.json"),
+  ),
+  ignore: !HAVE_FIXTURES,
   sanitizeOps: false,
   sanitizeResources: false,
   fn: async (t) => {
@@ -59,11 +58,6 @@ Deno.test({
   },
 });
 
-if (!present) {
-  gpuTest("parity: fixtures folder missing (set BASED_SHARED_DIR)", () => {
-    console.warn(`no fixtures at ${FIXTURES}: parity cases not run`);
-  });
-}
 
 /**
  * A fixture folder whose manifest lists a file that is not there: the run
