@@ -108,6 +108,14 @@ export function selectBackend(probe: () => VulkanProbe = probeVulkan): BackendCh
   if (chosen) return chosen;
   chosen = chooseBackend(probe());
   if (chosen.auto && chosen.backend) Deno.env.set("DENO_WEBGPU_BACKEND", chosen.backend);
+  // Without XDG_RUNTIME_DIR (a root shell, a container) the windowing probe of
+  // WebGPU's start prints "error: XDG_RUNTIME_DIR is invalid or not set": give
+  // it a private directory of its own so a working run prints no false error.
+  if (Deno.build.os === "linux" && !Deno.env.get("XDG_RUNTIME_DIR")) {
+    try {
+      Deno.env.set("XDG_RUNTIME_DIR", Deno.makeTempDirSync({ prefix: "based-xdg-" }));
+    } catch { /* no writable temp dir: the message stays, harmless */ }
+  }
   return chosen;
 }
 

@@ -58,7 +58,6 @@ Deno.test({
   },
 });
 
-
 /**
  * A fixture folder whose manifest lists a file that is not there: the run
  * fails (its tensors were not compared) instead of passing what remains; a
