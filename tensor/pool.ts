@@ -105,3 +105,11 @@ export class BufferPool {
     };
   }
 }
+
+const foreignIds = new WeakMap<GPUBuffer, number>();
+let nextForeign = 1_000_000_000;
+export function bufferId(b: GPUBuffer): number {
+  let id = foreignIds.get(b);
+  if (id === undefined) foreignIds.set(b, id = nextForeign++);
+  return id;
+}
