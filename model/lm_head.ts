@@ -60,15 +60,32 @@ export function lmHeadLoss(
     if (dE) gemm(dE, Lc, yc, { transA: true, beta: 1 });
   }
   logits.dispose();
+  return finishHeadLoss("lm_head_loss", rowLoss, y, E, dy, dE, training);
+}
+
+/**
+ * The head's common end: the mean of the per-row losses (rowLoss is
+ * consumed), and when training the tape record whose backward hands on the
+ * dy formed in the forward pass (dE was accumulated into E's gradient).
+ */
+export function finishHeadLoss(
+  name: string,
+  rowLoss: Tensor,
+  y: Tensor,
+  E: Tensor,
+  dy: Tensor | null,
+  dE: Tensor | null,
+  training: boolean,
+): Tensor {
   const loss = noGrad(() => {
     const s = sumAll(rowLoss);
-    const m = scale(s, 1 / T);
+    const m = scale(s, 1 / y.shape[0]);
     s.dispose();
     return m;
   });
   rowLoss.dispose();
   if (training) {
-    record("lm_head_loss", [y, E], [loss], dy ? [dy] : [], (_g, saved) => [
+    record(name, [y, E], [loss], dy ? [dy] : [], (_g, saved) => [
       dy ? saved[0].ref() : null,
       dE ? ACCUMULATED : null,
     ]);

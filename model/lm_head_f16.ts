@@ -8,14 +8,12 @@
  * gradient below the head carries the loss scale, which the optimizer
  * removes (optim/scaler.ts). Chunked over rows exactly like the fp32 head.
  */
-import { ACCUMULATED, isGradEnabled, leafGrad, noGrad, record } from "../tensor/tape.ts";
+import { isGradEnabled, leafGrad } from "../tensor/tape.ts";
 import type { Tensor } from "../tensor/tensor.ts";
 import { crossEntropyRows } from "../kernels/cross_entropy.ts";
-import { sumAll } from "../kernels/reduce.ts";
-import { scale } from "../kernels/elementwise.ts";
 import type { Autocast } from "../kernels/f16/autocast.ts";
 import { gemmF16 } from "../kernels/f16/gemm.ts";
-import { headChunkRows } from "./lm_head.ts";
+import { finishHeadLoss, headChunkRows } from "./lm_head.ts";
 
 /** lmHeadLoss (model/lm_head.ts) in f16 mixed precision; same arguments and result. */
 export function lmHeadLossF16(
@@ -59,21 +57,7 @@ export function lmHeadLossF16(
   logits.dispose();
   dl16?.dispose();
   y16.dispose();
-  const loss = noGrad(() => {
-    const s = sumAll(rowLoss);
-    const m = scale(s, 1 / T);
-    s.dispose();
-    return m;
-  });
-  rowLoss.dispose();
-  if (training) {
-    record("lm_head_loss_f16", [y, E], [loss], dy ? [dy] : [], (_g, saved) => [
-      dy ? saved[0].ref() : null,
-      dE ? ACCUMULATED : null,
-    ]);
-  }
-  dy?.dispose();
-  return loss;
+  return finishHeadLoss("lm_head_loss_f16", rowLoss, y, E, dy, dE, training);
 }
 
 /** Full logits y·Eᵀ ([T, V], f32) from f16 inputs; evaluation of small batches. */
