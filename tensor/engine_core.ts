@@ -4,6 +4,7 @@ import { bufferId, BufferPool, type PoolStats } from "./pool.ts";
 import { BasedError, formatBytes } from "../errors.ts";
 import { type DType, DTYPE_BYTES, shapeSize, shapeStr, Storage, Tensor } from "./tensor.ts";
 import { ARENA_SLOTS, type Grid, type Kernel, SLOT } from "./kernel.ts";
+import { buildPipeline } from "./pipeline.ts";
 
 const QUERIES_PER_SET = 4096;
 interface TimingState {
@@ -29,6 +30,7 @@ export class Engine {
   #arenaF32 = new Float32Array(this.#arena);
   #slots = 0;
   #bindGroups = new Map<string, GPUBindGroup>();
+  #compact: boolean;
   #error: string | null = null;
   #timestampNext: { querySet: GPUQuerySet } | null = null;
   /** dispatch counter since the last reset (profiling and tests) */
@@ -44,6 +46,7 @@ export class Engine {
     this.limits = gpu.info.limits;
     this.hasTimestamps = gpu.hasTimestamps;
     this.hasF16 = gpu.hasF16;
+    this.#compact = gpu.info.softwareGl;
     this.pool = new BufferPool(
       this.device,
       this.limits.maxStorageBufferBindingSize ?? 128 << 20,
@@ -169,29 +172,20 @@ export class Engine {
   // ---------------------------------------------------------------- kernels
 
   #pipeline(k: Kernel): GPUComputePipeline {
-    if (k.pipeline) return k.pipeline;
-    const entries: GPUBindGroupLayoutEntry[] = [{
-      binding: 0,
-      visibility: GPUShaderStage.COMPUTE,
-      buffer: { type: "uniform", hasDynamicOffset: true, minBindingSize: SLOT },
-    }];
-    Object.values(k.spec.bindings).forEach((b, i) => {
-      const access = typeof b === "string" ? b : b.access;
-      entries.push({
-        binding: i + 1,
-        visibility: GPUShaderStage.COMPUTE,
-        buffer: { type: access === "rw" ? "storage" : "read-only-storage" },
-      });
-    });
-    const layout = this.device.createBindGroupLayout({ label: k.spec.name, entries });
-    const module = this.device.createShaderModule({ label: k.spec.name, code: k.source });
-    k.layout = layout;
-    k.pipeline = this.device.createComputePipeline({
-      label: k.spec.name,
-      layout: this.device.createPipelineLayout({ bindGroupLayouts: [layout] }),
-      compute: { module, entryPoint: "main" },
-    });
-    return k.pipeline;
+    if (k.pipeline && k.compacted === this.#compact) return k.pipeline;
+    return buildPipeline(this.device, k, this.#compact);
+  }
+
+  /**
+   * Whether kernels are compiled with their workgroup arrays compacted (tensor/wgsl_compact.ts):
+   * on by default on Mesa's GL path, where it cuts compile times; tests switch it on elsewhere.
+   */
+  get compactWorkgroup(): boolean {
+    return this.#compact;
+  }
+  set compactWorkgroup(on: boolean) {
+    this.#compact = on;
+    this.#bindGroups.clear();
   }
 
   /** Compiles a kernel now and reports WGSL errors as an exception (tests, autotuning). */

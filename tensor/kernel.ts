@@ -34,6 +34,8 @@ export interface Kernel {
   readonly bindingNames: string[];
   pipeline?: GPUComputePipeline;
   layout?: GPUBindGroupLayout;
+  /** whether `pipeline` was built with compacted workgroup arrays (tensor/pipeline.ts) */
+  compacted?: boolean;
 }
 
 let nextKernelId = 1;

@@ -223,6 +223,35 @@ for (const view of VIEWS) {
 
 // ------------------------------------------------------------------ views vs reference and each other
 
+/** Every view's forward and backward against the float64 reference and against each other. */
+async function checkViews(e: Engine, cases: number[][]) {
+  for (const [L, D, B, H, F] of cases) {
+    const c = randomCase(100 + L, B, L, H, D, F);
+    const y = ref.reference(c.q, c.k, c.v, c.s).y;
+    const g = ref.referenceBackward(c.q, c.k, c.v, c.dy, c.s);
+    const got = [];
+    for (const view of VIEWS) {
+      const r = await runView(e, c, view);
+      const w = `L=${L} D=${D} F=${F} [${view}]`;
+      // L = 1: y = v, so dq = dk = 0 exactly; only the absolute bound means anything
+      const tqk = L === 1 ? { atol: TOL_REF.atol, rtol: 0 } : TOL_REF;
+      assertClose(`${w} y`, r.y, y, TOL_REF);
+      assertClose(`${w} dq`, r.dq, g.dq, tqk);
+      assertClose(`${w} dk`, r.dk, g.dk, tqk);
+      assertClose(`${w} dv`, r.dv, g.dv, TOL_REF);
+      got.push(r);
+    }
+    for (let i = 1; i < got.length; i++) {
+      for (const n of ["y", "dq", "dk", "dv"] as const) {
+        const tol = L === 1 && (n === "dq" || n === "dk")
+          ? { atol: TOL_VIEWS.atol, rtol: 0 }
+          : TOL_VIEWS;
+        assertClose(`L=${L} ${n}: ${VIEWS[i]} vs quadratic`, got[i][n], got[0][n], tol);
+      }
+    }
+  }
+}
+
 gpuTest(
   "linear attention: all views match the reference and each other (L = 1, 17, 100, 257)",
   async (e) => {
@@ -230,31 +259,20 @@ gpuTest(
     // 64-column value tiles, D = 24 and 8 leave most of one idle; B·H odd; the last case runs
     // the generic feature-dim path (F = 8: 45 packed, 73 unpacked features)
     const cases = [[1, 24, 1, 3, 16], [17, 8, 2, 1, 16], [100, 24, 1, 3, 16], [257, 70, 1, 1, 16]];
-    cases.push([45, 12, 1, 2, 8]);
-    for (const [L, D, B, H, F] of cases) {
-      const c = randomCase(100 + L, B, L, H, D, F);
-      const y = ref.reference(c.q, c.k, c.v, c.s).y;
-      const g = ref.referenceBackward(c.q, c.k, c.v, c.dy, c.s);
-      const got = [];
-      for (const view of VIEWS) {
-        const r = await runView(e, c, view);
-        const w = `L=${L} D=${D} F=${F} [${view}]`;
-        // L = 1: y = v, so dq = dk = 0 exactly; only the absolute bound means anything
-        const tqk = L === 1 ? { atol: TOL_REF.atol, rtol: 0 } : TOL_REF;
-        assertClose(`${w} y`, r.y, y, TOL_REF);
-        assertClose(`${w} dq`, r.dq, g.dq, tqk);
-        assertClose(`${w} dk`, r.dk, g.dk, tqk);
-        assertClose(`${w} dv`, r.dv, g.dv, TOL_REF);
-        got.push(r);
-      }
-      for (let i = 1; i < got.length; i++) {
-        for (const n of ["y", "dq", "dk", "dv"] as const) {
-          const tol = L === 1 && (n === "dq" || n === "dk")
-            ? { atol: TOL_VIEWS.atol, rtol: 0 }
-            : TOL_VIEWS;
-          assertClose(`L=${L} ${n}: ${VIEWS[i]} vs quadratic`, got[i][n], got[0][n], tol);
-        }
-      }
+    await checkViews(e, [...cases, [45, 12, 1, 2, 8]]);
+  },
+);
+
+gpuTest(
+  "linear attention: every view with the GL path's compacted workgroup arrays (L = 100, 257)",
+  async (e) => {
+    // the same kernels with their workgroup arrays re-declared as mat4x4 / vec4 elements
+    // (tensor/wgsl_compact.ts): only addressing changes, so the same tolerances hold
+    e.compactWorkgroup = true;
+    try {
+      await checkViews(e, [[100, 24, 1, 3, 16], [257, 70, 1, 1, 16], [45, 12, 1, 2, 8]]);
+    } finally {
+      e.compactWorkgroup = false;
     }
   },
 );

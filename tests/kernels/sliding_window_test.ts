@@ -177,7 +177,9 @@ gpuTest("sliding window: custom scale; no memory growth beyond O(L)", async (e) 
 gpuTest(
   "sliding window: the GL path's smaller tiles (workgroup memory budget) match the reference",
   async (e) => {
-    // the kernels the GL software path gets (SMEM_FLOATS_GL), run here on any adapter
+    // the kernels the GL software path gets (SMEM_FLOATS_GL, workgroup arrays compacted as
+    // tensor/wgsl_compact.ts does there), run here on any adapter
+    e.compactWorkgroup = true;
     for (const [L, H, Dh, W] of [[37, 3, 32, 9], [100, 2, 32, 64], [45, 1, 128, 20]]) {
       const s = { B: 2, L, H, Dh };
       const rng = new Rng(L * 11 + W);
@@ -201,5 +203,6 @@ gpuTest(
       }
       for (const u of [t, t.grad!, o, tg]) u.dispose();
     }
+    e.compactWorkgroup = false;
   },
 );
