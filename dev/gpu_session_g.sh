@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Lab: session G of issue 11 (through .device/on-gpu.sh), in two calls of at most 10 minutes.
+#   PART=tune  the f16 GEMM re-tuned over the whole candidate space for every model shape
+#              (the 4x4 / 4x8 per-thread tiles had been tuned at 4096^3 only), then the matmul
+#              benchmark in both precisions beside the stored PyTorch matmul anchors; the
+#              tuning table comes back in $OUT/cache for kernels/matmul/tuning/.
+#   PART=step  the Based-360m step in fp32 and f16 mixed with that table (TUNING=file), then
+#              PyTorch's Based-360m step on the same GPU (dev/gpu_torch_step.sh, when present).
+set -uo pipefail
+export NO_COLOR=1
+o=${OUT:-/tmp/out}
+mkdir -p "$o"
+d() { deno run -A --cached-only main.ts "$@"; }
+nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | tee "$o/gpu.txt"
+anchors=bench/results/h200-2026-12-03-torch-matmul.json
+case "${PART:-tune}" in
+tune)
+  export BASED_CACHE_DIR=$o/cache
+  d bench --only matmul --precision 16-mixed --tune --anchors $anchors --out "$o/f16" 2>&1 | tee "$o/tune.log"
+  d bench --only matmul --precision 32 --anchors $anchors --out "$o/f32" 2>&1 | tee "$o/f32.log"
+  ;;
+step)
+  export BASED_CACHE_DIR=/tmp/based-cache
+  mkdir -p $BASED_CACHE_DIR
+  [ -n "${TUNING:-}" ] && cp "$TUNING" $BASED_CACHE_DIR/
+  for p in 32 16-mixed; do
+    timeout 100 bash -c "$(declare -f d); d bench --only step --precision $p --out $o/step-$p" 2>&1 | tee "$o/step-$p.log"
+  done
+  [ -f dev/gpu_torch_step.sh ] && timeout 300 bash dev/gpu_torch_step.sh 2>&1 | tee "$o/torch.log"
+  ;;
+esac
+ls -R "$o" | head -40
