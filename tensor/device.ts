@@ -74,11 +74,15 @@ export async function requestGpu(
     );
   }
   if (!adapter) {
-    throw new BasedError(
-      "no GPU adapter found",
-      "install a Vulkan driver (on Debian: apt-get install mesa-vulkan-drivers libvulkan1) " +
-        "and set DENO_WEBGPU_BACKEND=vulkan",
-    );
+    const install = "install a Vulkan driver (on Debian: apt-get install mesa-vulkan-drivers " +
+      "libvulkan1)";
+    const set = Deno.env.get("DENO_WEBGPU_BACKEND");
+    throw set
+      ? new BasedError(
+        `no GPU adapter found with DENO_WEBGPU_BACKEND=${set}`,
+        `unset DENO_WEBGPU_BACKEND to let based choose, or ${install}`,
+      )
+      : new BasedError("no GPU adapter found", `${install}; based uses it by itself`);
   }
   const requiredFeatures = WANTED_FEATURES.filter((f) => adapter.features.has(f));
   const requiredLimits: Record<string, number> = {};
