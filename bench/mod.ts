@@ -14,6 +14,7 @@ import { benchAttention, benchSlidingWindow } from "./attention.ts";
 import { benchOptim } from "./optim.ts";
 import { benchBandwidth } from "./bandwidth.ts";
 import { benchStep } from "./step.ts";
+import { formatTorchStep, readAnchors, torchStep } from "./anchors.ts";
 import { adapterBandwidthTBps, benchGenerate, formatGenerateRows } from "./generate.ts";
 import { configName, matmulConfigs, matmulKey, setMatmulConfig } from "../kernels/matmul/mod.ts";
 import { loadTuningCache, saveTuningCache } from "../kernels/matmul/mod.ts";
@@ -34,7 +35,8 @@ export interface BenchOptions {
   /** precision of the matmul and step benchmarks: 32 (default) or 16-mixed (f16 inputs, f32
    * accumulation; the step: f16 mixed precision with loss scaling) */
   precision?: string;
-  /** PyTorch matmul anchors measured on this machine (dev/torch_matmul.py's JSON) */
+  /** PyTorch figures measured on this machine, comma-separated JSON files (bench/anchors.ts):
+   * dev/torch_matmul.py's matmul figures, dev/torch_based.py's step figures */
   anchors?: string;
 }
 
@@ -111,6 +113,7 @@ export async function runBench(opts: BenchOptions): Promise<void> {
   const flush = () => {
     if (rows.length) log(formatRows(rows.splice(0), e.info.name));
   };
+  const anchors = opts.anchors ? await readAnchors(opts.anchors) : null;
 
   if (want("copy")) {
     const r = await benchCopy(e, { bytes: quick ? 64 << 20 : 1 << 30 });
@@ -139,10 +142,9 @@ export async function runBench(opts: BenchOptions): Promise<void> {
     });
     results.matmul = r;
     // PyTorch on this machine: {fp32: {name: TFLOP/s}, fp16: {...}} (dev/torch_matmul.py)
-    const anchors = opts.anchors
-      ? JSON.parse(await Deno.readTextFile(opts.anchors)) as Record<string, Record<string, number>>
-      : null;
-    if (anchors) results.matmulAnchors = anchors;
+    if (anchors?.fp32 || anchors?.fp16) {
+      results.matmulAnchors = { fp32: anchors.fp32, fp16: anchors.fp16 };
+    }
     for (const m of r) {
       const a = anchors?.[f16 ? "fp16" : "fp32"]?.[m.name];
       rows.push({
@@ -292,6 +294,12 @@ export async function runBench(opts: BenchOptions): Promise<void> {
   if (want("step")) {
     const batch = opts.batch ?? (quick ? 1 : 8);
     const experiment = quick ? "example/based-tiny" : "example/based-360m";
+    // PyTorch on this machine (dev/torch_based.py): its own column, like with like
+    const torchLine = formatTorchStep(anchors);
+    if (torchLine) {
+      log(torchLine);
+      results.stepAnchors = anchors!.step;
+    }
     for (const view of quick ? ["chunked"] : ["chunked", "quadratic", "cumsum"]) {
       try {
         const r = await benchStep(e, {
@@ -306,20 +314,24 @@ export async function runBench(opts: BenchOptions): Promise<void> {
         });
         (results.step ??= []) as unknown[];
         (results.step as unknown[]).push(r);
+        const workload = `${experiment} B${r.batch}x${r.seqLen}`;
+        const torch = torchStep(anchors, workload, r.precision);
         rows.push({
           name: `${experiment} step B${r.batch}x${r.seqLen} ${view} ${r.precision}`,
           value: r.tokensPerSec,
           unit: "tok/s",
-          workload: `${experiment} B${r.batch}x${r.seqLen}`,
+          workload,
           anchor: h200(H200.torchStepFp32TokS, "PyTorch fp32", STEP_360M),
+          sameMachine: torch?.tokens,
         });
         rows.push({
           name: `  peak memory`,
           value: r.peakBytes / 2 ** 30,
           unit: "GiB",
-          workload: `${experiment} B${r.batch}x${r.seqLen}`,
+          workload,
           anchor: h200(H200.torchStepFp32GiB, "PyTorch fp32", STEP_360M),
           lowerIsBetter: true,
+          sameMachine: torch?.gib,
         });
       } catch (err) {
         log(`step bench (${view}) failed: ${(err as Error).message}`);

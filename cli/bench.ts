@@ -24,7 +24,10 @@ export function benchCommand(program: Command): void {
       `precision of the matmul and step benchmarks: ${PRECISIONS.join(", ")} (default 32)`,
       oneOf(PRECISIONS),
     )
-    .option("--anchors <file>", "PyTorch matmul figures of this machine (dev/torch_matmul.py)")
+    .option(
+      "--anchors <files>",
+      "PyTorch figures of this machine, comma-separated JSON files (dev/torch_matmul.py, dev/torch_based.py)",
+    )
     .action(async (opts: import("../bench/mod.ts").BenchOptions) => {
       const { runBench } = await import("../bench/mod.ts");
       await runBench(opts);
