@@ -4,8 +4,9 @@
 #              (the 4x4 / 4x8 per-thread tiles had been tuned at 4096^3 only), then the matmul
 #              benchmark in both precisions beside the stored PyTorch matmul anchors; the
 #              tuning table comes back in $OUT/cache for kernels/matmul/tuning/.
-#   PART=step  the Based-360m step in fp32 and f16 mixed with that table (TUNING=file), then
-#              PyTorch's Based-360m step on the same GPU (dev/gpu_torch_step.sh, when present).
+#   PART=step  PyTorch's Based-360m step on the same GPU (dev/gpu_torch_step.sh: the fixture
+#              check, then fp32 / TF32 / bf16), then ours in fp32 and f16 mixed beside it
+#              (FIXTURES=folder of the reference fixtures, carried along).
 set -uo pipefail
 export NO_COLOR=1
 o=${OUT:-/tmp/out}
@@ -21,12 +22,12 @@ tune)
   ;;
 step)
   export BASED_CACHE_DIR=/tmp/based-cache
-  mkdir -p $BASED_CACHE_DIR
-  [ -n "${TUNING:-}" ] && cp "$TUNING" $BASED_CACHE_DIR/
+  OUT=$o/torch FIXTURES=${FIXTURES:-.shared/fixtures} timeout 240 bash dev/gpu_torch_step.sh 2>&1 | tee "$o/torch.log"
+  a=$anchors
+  [ -f "$o/torch/torch-step.json" ] && a=$anchors,$o/torch/torch-step.json
   for p in 32 16-mixed; do
-    timeout 100 bash -c "$(declare -f d); d bench --only step --precision $p --out $o/step-$p" 2>&1 | tee "$o/step-$p.log"
+    timeout 110 bash -c "$(declare -f d); d bench --only step --precision $p --anchors $a --out $o/step-$p" 2>&1 | tee "$o/step-$p.log"
   done
-  [ -f dev/gpu_torch_step.sh ] && timeout 300 bash dev/gpu_torch_step.sh 2>&1 | tee "$o/torch.log"
   ;;
 esac
 ls -R "$o" | head -40

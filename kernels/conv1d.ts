@@ -221,6 +221,6 @@ export function causalConv1d(x: Tensor, w: Tensor, bias?: Tensor): Tensor {
       res[2] = into ? ACCUMULATED : gb;
     }
     return res;
-  });
+  }, { packable: needW ? [0] : [] });
   return y;
 }

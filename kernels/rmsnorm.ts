@@ -374,7 +374,7 @@ export function rmsNorm(x: Tensor, w: Tensor, eps = 1e-5): Tensor {
   record("rmsnorm", [x, w], [y], [x, w, rstd], ([gy], [xs, ws, rs], acc) => {
     if (!gy) return [null, null];
     return backwardCore(xs, ws, rs, gy, null, needX, needW, acc[1]);
-  });
+  }, { packable: [0], inexact: true }); // x may be kept as f16 (f16 mixed precision); rstd stays f32
   rstd.dispose();
   return y;
 }
@@ -403,7 +403,7 @@ export function addRmsNorm(
     if (gy) [gx, gw] = backwardCore(ss, ws, rs, gy, gs, needS, needW, acc[inputs.length - 1]);
     const gIn = needS ? gx : null;
     return residual ? [gIn, gIn, gw] : [gIn, gw];
-  });
+  }, { packable: [0], inexact: true }); // s may be kept as f16 (f16 mixed precision); rstd stays f32
   f.rstd.dispose();
   return [sum, f.y];
 }

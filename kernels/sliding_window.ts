@@ -493,7 +493,7 @@ export function slidingWindowAttention(qkv: Tensor, opts: SlidingWindowOptions):
     e.run(dkvKernel(Dh, budget), bind, params, [Math.ceil(L / dkvTiles(Dh, budget).R), B * H]);
     delta.dispose();
     return [g];
-  });
+  }, { packable: [0] }); // qkv (out and the log-sum-exp stay f32)
   lse.dispose();
   return out;
 }

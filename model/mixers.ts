@@ -12,6 +12,9 @@ import { causalConv1d } from "../kernels/conv1d.ts";
 import { headScale, linearAttention } from "../kernels/linear_attention/mod.ts";
 import { slidingWindowAttention } from "../kernels/sliding_window.ts";
 import { rotaryQK } from "../kernels/rotary.ts";
+// f16 mixed precision: the inputs of the convolution and the attentions are rounded to f16 and
+// kept as f16 for backward (the normaliser, softmax statistics and outputs stay f32)
+import { autocastInput as f16In } from "../kernels/f16/autocast.ts";
 
 export type Weights = (name: string) => Tensor;
 
@@ -29,7 +32,7 @@ export function baseConv(m: MixerConfig, w: Weights, x: Tensor, d: number): Tens
   const inner = (m.expandProj * d) / 2;
   const z = linear(x, w("in_proj.weight"), m.useBias ? w("in_proj.bias") : undefined);
   const [u1, u2] = split(z, -1, [inner, inner]);
-  const conv = causalConv1d(u1, w("conv.conv.weight"));
+  const conv = causalConv1d(f16In(u1), w("conv.conv.weight"));
   return linear(swiglu(u2, conv), w("out_proj.weight"), m.useBias ? w("out_proj.bias") : undefined);
 }
 
@@ -47,7 +50,7 @@ export function linearAttentionMixer(
   const q = reshape(linear(x, w("proj_q.weight")), [B, L, m.numHeads, m.featureDim]);
   const k = reshape(linear(x, w("proj_k.weight")), [B, L, m.numHeads, m.featureDim]);
   const v = reshape(linear(x, w("proj_v.weight")), [B, L, m.numHeads, m.headDim]);
-  let y = linearAttention(q, k, v, {
+  let y = linearAttention(f16In(q), f16In(k), f16In(v), {
     view: m.view,
     eps: m.eps,
     featureDim: m.featureDim,
@@ -91,7 +94,7 @@ export function slidingMixer(
     rotaryDim: Math.round(dh * ctx.rotaryFraction),
   });
   const window = Number.isFinite(m.window) ? m.window : 2 * L + 2;
-  const o = slidingWindowAttention(rot, { window, scale: dh ** -0.5 });
+  const o = slidingWindowAttention(f16In(rot), { window, scale: dh ** -0.5 });
   return linear(reshape(o, [B, L, d]), w("out_proj.weight"));
 }
 

@@ -29,10 +29,31 @@ interface Node {
   outputIds: number[];
   saved: Tensor[];
   backward: BackwardFn;
+  /** the unpack hook of the saved tensors that were packed (by index), if any */
+  unpack?: (((t: Tensor) => Tensor) | undefined)[];
+}
+
+/** What the tape keeps of a saved activation, and what the backward reads of it. */
+export interface SavedHooks {
+  /**
+   * a copy to keep instead of `t` (owned by the tape), or null to keep `t` itself; unless
+   * `inexact`, only a copy equal to `t` (the op computed with values the copy holds exactly)
+   */
+  pack(t: Tensor, inexact: boolean): Tensor | null;
+  /** the tensor the backward reads for a packed copy (a new one, freed after the backward) */
+  unpack(packed: Tensor): Tensor;
 }
 
 let gradEnabled = true;
 const nodes: Node[] = [];
+let hooks: SavedHooks | null = null;
+
+/** Sets the saved-tensor hooks (null: none); returns the previous ones. */
+export function setSavedHooks(h: SavedHooks | null): SavedHooks | null {
+  const prev = hooks;
+  hooks = h;
+  return prev;
+}
 
 export function isGradEnabled(): boolean {
   return gradEnabled;
@@ -54,9 +75,17 @@ export function tapeLength(): number {
   return nodes.length;
 }
 
+/** The recorded nodes' names and saved tensors, oldest first (memory accounting; read only). */
+export function tapeSaved(): { name: string; saved: readonly Tensor[] }[] {
+  return nodes.map((n) => ({ name: n.name, saved: n.saved }));
+}
+
 /**
  * Records an op. No-op (returns false) when grad mode is off or no input
- * requires a gradient. `save` tensors are retained until the node runs.
+ * requires a gradient. `save` tensors are retained until the node runs;
+ * those at the indices `opts.packable` may be kept packed by the saved-tensor
+ * hooks (the backward then gets what `unpack` makes of them): exactly, or with
+ * `opts.inexact` (a backward whose error bound allows it) rounded.
  */
 export function record(
   name: string,
@@ -64,19 +93,21 @@ export function record(
   outputs: Tensor[],
   save: Tensor[],
   backward: BackwardFn,
+  opts: { packable?: number[]; inexact?: boolean } = {},
 ): boolean {
   if (!gradEnabled || !inputs.some((t) => t.requiresGrad)) return false;
   for (const o of outputs) {
     o.requiresGrad = true;
     o.hasNode = true;
   }
-  nodes.push({
-    name,
-    inputs,
-    outputIds: outputs.map((o) => o.id),
-    saved: save.map((t) => t.ref()),
-    backward,
+  const node: Node = { name, inputs, outputIds: outputs.map((o) => o.id), saved: [], backward };
+  node.saved = save.map((t, i) => {
+    const packed = hooks && opts.packable?.includes(i) ? hooks.pack(t, !!opts.inexact) : null;
+    if (!packed) return t.ref();
+    (node.unpack ??= [])[i] = hooks!.unpack;
+    return packed;
   });
+  nodes.push(node);
   return true;
 }
 
@@ -125,7 +156,10 @@ export function backward(root: Tensor, gradRoot?: Tensor): void {
         continue;
       }
       const acc = node.inputs.map((t) => (t.requiresGrad && !t.hasNode ? leafGrad(t) : null));
-      const gins = node.backward(gouts, node.saved, acc);
+      const un = node.unpack;
+      const saved = un ? node.saved.map((t, i) => un[i]?.(t) ?? t) : node.saved;
+      const gins = node.backward(gouts, saved, acc);
+      if (un) saved.forEach((t, i) => un[i] && t.dispose());
       releaseNode(node);
       const returned = new Set<Tensor>();
       node.inputs.forEach((inp, i) => {

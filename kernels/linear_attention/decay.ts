@@ -312,7 +312,7 @@ export function decayedLinearAttention(
       k.requiresGrad,
       v.requiresGrad,
     ]);
-  });
+  }, { packable: [0, 1, 2] }); // q, k, v (y and the normaliser stay f32)
   den.dispose();
   return y;
 }

@@ -185,7 +185,7 @@ export function linearAttention(
       k.requiresGrad,
       v.requiresGrad,
     ]);
-  });
+  }, { packable: [0, 1, 2] }); // q, k, v (y and the normaliser stay f32)
   den.dispose();
   return y;
 }
@@ -220,7 +220,7 @@ function numerator(
     zy.dispose();
     zden.dispose();
     return out;
-  });
+  }, { packable: [0, 1, 2] });
   return num;
 }
 
