@@ -22,6 +22,25 @@ export function gpuTest(name: string, fn: (e: Engine) => Promise<void> | void): 
 }
 
 /**
+ * Runs `fn` with the kernels compiled as on Mesa's GL path (`on`: workgroup arrays compacted,
+ * tensor/wgsl_compact.ts) or as elsewhere (`on` false), then restores the engine's setting,
+ * also when `fn` throws.
+ */
+export async function withCompactWorkgroup<T>(
+  e: Engine,
+  fn: () => Promise<T>,
+  on = true,
+): Promise<T> {
+  const prev = e.compactWorkgroup;
+  e.compactWorkgroup = on;
+  try {
+    return await fn();
+  } finally {
+    e.compactWorkgroup = prev;
+  }
+}
+
+/**
  * The project's seeded PRNG (tensor/random.ts, mulberry32) with test helpers;
  * `normal()` here draws one Box-Muller value per pair of uniforms (no cached
  * spare), which fixes the inputs every test was written against.

@@ -29,6 +29,7 @@ import {
   readF64,
   Rng,
   type Tol,
+  withCompactWorkgroup,
 } from "../helpers.ts";
 
 const VIEWS: LinearAttentionView[] = ["quadratic", "chunked", "cumsum"];
@@ -268,12 +269,10 @@ gpuTest(
   async (e) => {
     // the same kernels with their workgroup arrays re-declared as mat4x4 / vec4 elements
     // (tensor/wgsl_compact.ts): only addressing changes, so the same tolerances hold
-    e.compactWorkgroup = true;
-    try {
-      await checkViews(e, [[100, 24, 1, 3, 16], [257, 70, 1, 1, 16], [45, 12, 1, 2, 8]]);
-    } finally {
-      e.compactWorkgroup = false;
-    }
+    await withCompactWorkgroup(
+      e,
+      () => checkViews(e, [[100, 24, 1, 3, 16], [257, 70, 1, 1, 16], [45, 12, 1, 2, 8]]),
+    );
   },
 );
 

@@ -17,6 +17,7 @@ import {
   readF64,
   Rng,
   type Tol,
+  withCompactWorkgroup,
 } from "../helpers.ts";
 
 // GPU (f32) vs the float64 reference on N(0, 1) inputs: a softmax over ≤ W/2 + 1 keys with
@@ -179,30 +180,35 @@ gpuTest(
   async (e) => {
     // the kernels the GL software path gets (SMEM_FLOATS_GL, workgroup arrays compacted as
     // tensor/wgsl_compact.ts does there), run here on any adapter
-    e.compactWorkgroup = true;
-    for (const [L, H, Dh, W] of [[37, 3, 32, 9], [100, 2, 32, 64], [45, 1, 128, 20]]) {
-      const s = { B: 2, L, H, Dh };
-      const rng = new Rng(L * 11 + W);
-      const x = rng.randn(2 * L * 3 * H * Dh), go = rng.randn(2 * L * H * Dh);
-      const t = param(e, x, [2, L, 3, H, Dh]);
-      e.profile = new Map();
-      const o = slidingWindowAttention(t, { window: W, smemFloats: SMEM_FLOATS_GL });
-      const w = `L=${L} Dh=${Dh} W=${W} (GL tiles)`;
-      assertClose(`${w} out`, await readF64(o), ref.slidingWindowAttention(x, s, W).out, TOL);
-      const tg = e.tensor(Float32Array.from(go), [2, L, H, Dh]);
-      backward(o, tg);
-      assertClose(`${w} dqkv`, await readF64(t.grad!), ref.slidingWindowBackward(x, go, s, W), TOL);
-      const names = [...e.profile.keys()].filter((n) => n.startsWith("swa_"));
-      e.profile = null;
-      // the demo's head dim gets tiles under the budget: 16×16 forward, 16×8 backward
-      if (Dh === 32) {
-        assertEquals(
-          names.filter((n) => /_d32_/.test(n)).sort(),
-          ["swa_dkv_d32_r16t8", "swa_dq_d32_r16t8", "swa_fwd_d32_r16t16"],
+    await withCompactWorkgroup(e, async () => {
+      for (const [L, H, Dh, W] of [[37, 3, 32, 9], [100, 2, 32, 64], [45, 1, 128, 20]]) {
+        const s = { B: 2, L, H, Dh };
+        const rng = new Rng(L * 11 + W);
+        const x = rng.randn(2 * L * 3 * H * Dh), go = rng.randn(2 * L * H * Dh);
+        const t = param(e, x, [2, L, 3, H, Dh]);
+        e.profile = new Map();
+        const o = slidingWindowAttention(t, { window: W, smemFloats: SMEM_FLOATS_GL });
+        const w = `L=${L} Dh=${Dh} W=${W} (GL tiles)`;
+        assertClose(`${w} out`, await readF64(o), ref.slidingWindowAttention(x, s, W).out, TOL);
+        const tg = e.tensor(Float32Array.from(go), [2, L, H, Dh]);
+        backward(o, tg);
+        assertClose(
+          `${w} dqkv`,
+          await readF64(t.grad!),
+          ref.slidingWindowBackward(x, go, s, W),
+          TOL,
         );
+        const names = [...e.profile.keys()].filter((n) => n.startsWith("swa_"));
+        e.profile = null;
+        // the demo's head dim gets tiles under the budget: 16×16 forward, 16×8 backward
+        if (Dh === 32) {
+          assertEquals(
+            names.filter((n) => /_d32_/.test(n)).sort(),
+            ["swa_dkv_d32_r16t8", "swa_dq_d32_r16t8", "swa_fwd_d32_r16t16"],
+          );
+        }
+        for (const u of [t, t.grad!, o, tg]) u.dispose();
       }
-      for (const u of [t, t.grad!, o, tg]) u.dispose();
-    }
-    e.compactWorkgroup = false;
+    });
   },
 );

@@ -1,7 +1,7 @@
 import { deepStrictEqual as assertEquals } from "node:assert/strict";
 import { compactWorkgroupArrays } from "../../tensor/wgsl_compact.ts";
 import { defineKernel } from "../../tensor/engine.ts";
-import { gpuTest } from "../helpers.ts";
+import { gpuTest, withCompactWorkgroup } from "../helpers.ts";
 
 Deno.test("wgsl compact: declarations and every indexing rewritten, inner accesses first", () => {
   const code = [
@@ -72,21 +72,17 @@ var<workgroup> n: array<i32, 270>;
   }
 }`,
   });
-  const run = async (compact: boolean) => {
-    e.compactWorkgroup = compact;
+  const run = async () => {
     const out = e.empty([1001]);
     e.run(k, { out }, {}, [1]);
     const v = await e.read(out);
     out.dispose();
     return v;
   };
-  try {
-    const plain = await run(false);
-    const compacted = await run(true);
-    assertEquals(k.compacted, true);
-    assertEquals(compacted, plain);
-    assertEquals(plain[0], 500 + 0 + 2 + 0 + 8 + 0);
-  } finally {
-    e.compactWorkgroup = false;
-  }
+  const plain = await withCompactWorkgroup(e, run, false);
+  assertEquals(k.compacted, false);
+  const compacted = await withCompactWorkgroup(e, run);
+  assertEquals(k.compacted, true);
+  assertEquals(compacted, plain);
+  assertEquals(plain[0], 500 + 0 + 2 + 0 + 8 + 0);
 });
