@@ -7,7 +7,8 @@
 import { join } from "node:path";
 import { BasedError } from "../errors.ts";
 import { type Engine, initEngine } from "../tensor/engine.ts";
-import { benchCopy } from "./copy.ts";
+import { benchCopy, type CopyResult } from "./copy.ts";
+import { benchPeak, type PeakResult } from "./peak.ts";
 import { type BenchRow, formatRows, FULL_SIZES, H200, h200, STEP_360M } from "./report.ts";
 import { benchMatmul, defaultMatmulSizes, tuneMatmul } from "./matmul.ts";
 import { benchAttention, benchSlidingWindow } from "./attention.ts";
@@ -22,7 +23,7 @@ import { lineChart } from "../train/svg.ts";
 import type { LinearAttentionView } from "../kernels/linear_attention/mod.ts";
 
 export interface BenchOptions {
-  /** a subset of copy, matmul, attention, bandwidth, optim, step */
+  /** a subset of copy, peak, matmul, attention, bandwidth, optim, step, generate */
   only?: string[];
   quick?: boolean;
   out?: string;
@@ -30,7 +31,8 @@ export interface BenchOptions {
   batch?: number;
   lengths?: number[];
   profile?: boolean;
-  /** only matmul shapes whose name contains this (tuning and the matmul benchmark) */
+  /** only matmul shapes whose name contains this (tuning and the matmul benchmark), and only the
+   * step views whose name contains it */
   filter?: string;
   /** precision of the matmul and step benchmarks: 32 (default) or 16-mixed (f16 inputs, f32
    * accumulation; the step: f16 mixed precision with loss scaling) */
@@ -115,8 +117,9 @@ export async function runBench(opts: BenchOptions): Promise<void> {
   };
   const anchors = opts.anchors ? await readAnchors(opts.anchors) : null;
 
+  let copy: CopyResult | null = null;
   if (want("copy")) {
-    const r = await benchCopy(e, { bytes: quick ? 64 << 20 : 1 << 30 });
+    const r = copy = await benchCopy(e, { bytes: quick ? 64 << 20 : 1 << 30 });
     results.copy = r;
     rows.push({
       name: `copy ${(r.bytes / 2 ** 30).toFixed(2)} GiB`,
@@ -125,6 +128,25 @@ export async function runBench(opts: BenchOptions): Promise<void> {
       workload: `copy ${(r.bytes / 2 ** 30).toFixed(2)} GiB`,
       anchor: h200(H200.copyTBps, "PyTorch copy", "copy 1.00 GiB"),
     });
+    flush();
+  }
+  let peak: PeakResult[] | null = null;
+  if (want("peak")) {
+    peak = await benchPeak(e, { quick });
+    results.peak = peak;
+    for (const p of peak) {
+      const f16p = p.precision === "f16";
+      rows.push({
+        name: `${f16p ? "packed f16" : "fp32"} FMA peak of a WGSL kernel (register chains)`,
+        value: p.tflops,
+        unit: "TFLOP/s",
+        workload: scale,
+        // like with like: the same register chains through CUDA (Triton) on the same GPU
+        anchor: f16p
+          ? h200(H200.cudaF16ChainsTFlops, "CUDA f16x2 chains")
+          : h200(H200.cudaFp32ChainsTFlops, "CUDA fp32 chains"),
+      });
+    }
     flush();
   }
   if (want("matmul")) {
@@ -153,7 +175,7 @@ export async function runBench(opts: BenchOptions): Promise<void> {
         unit: "TFLOP/s",
         workload: scale,
         anchor: f16
-          ? h200(H200.f16PeakTFlops, "packed f16 FMA peak")
+          ? h200(H200.f16PeakTFlops, "packed f16 FMA peak, measured")
           : h200(H200.fp32PeakTFlops, "fp32 FMA peak"),
         sameMachine: a
           ? { value: a, name: f16 ? "torch fp16, tensor cores" : "torch fp32, TF32 off" }
@@ -300,7 +322,20 @@ export async function runBench(opts: BenchOptions): Promise<void> {
       log(torchLine);
       results.stepAnchors = anchors!.step;
     }
-    for (const view of quick ? ["chunked"] : ["chunked", "quadratic", "cumsum"]) {
+    // the profile's per-class ratios: this adapter's measured FMA peaks and copy bandwidth
+    if (opts.profile && e.hasTimestamps) {
+      peak ??= await benchPeak(e, { quick });
+      copy ??= await benchCopy(e, { bytes: quick ? 64 << 20 : 1 << 30 });
+    }
+    const limits = {
+      fp32TFlops: peak?.find((p) => p.precision === "f32")?.tflops,
+      f16TFlops: peak?.find((p) => p.precision === "f16")?.tflops,
+      copyTBps: copy?.tbps,
+    };
+    const views = (quick ? ["chunked"] : ["chunked", "quadratic", "cumsum"]).filter((v) =>
+      !opts.filter || v.includes(opts.filter)
+    );
+    for (const view of views) {
       try {
         const r = await benchStep(e, {
           experiment,
@@ -308,7 +343,8 @@ export async function runBench(opts: BenchOptions): Promise<void> {
           view,
           seqLen: quick ? 128 : undefined,
           steps: quick ? 2 : 5,
-          profile: opts.profile && view === "chunked",
+          profile: opts.profile && view === views[0],
+          limits,
           precision: opts.precision,
           log,
         });
@@ -321,7 +357,10 @@ export async function runBench(opts: BenchOptions): Promise<void> {
           value: r.tokensPerSec,
           unit: "tok/s",
           workload,
-          anchor: h200(H200.torchStepFp32TokS, "PyTorch fp32", STEP_360M),
+          // f16 mixed precision is compared with PyTorch's bf16 autocast (tensor cores)
+          anchor: r.precision === "16-mixed"
+            ? h200(H200.torchStepBf16TokS, "PyTorch bf16 autocast", STEP_360M)
+            : h200(H200.torchStepFp32TokS, "PyTorch fp32", STEP_360M),
           sameMachine: torch?.tokens,
         });
         rows.push({
@@ -329,7 +368,9 @@ export async function runBench(opts: BenchOptions): Promise<void> {
           value: r.peakBytes / 2 ** 30,
           unit: "GiB",
           workload,
-          anchor: h200(H200.torchStepFp32GiB, "PyTorch fp32", STEP_360M),
+          anchor: r.precision === "16-mixed"
+            ? h200(H200.torchStepBf16GiB, "PyTorch bf16 autocast", STEP_360M)
+            : h200(H200.torchStepFp32GiB, "PyTorch fp32", STEP_360M),
           lowerIsBetter: true,
           sameMachine: torch?.gib,
         });

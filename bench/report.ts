@@ -103,9 +103,21 @@ export const STEP_360M = "example/based-360m B8x2048";
 export const H200 = {
   copyTBps: 4.23,
   cublasFp32TFlops: 51.1,
-  /** vendor datasheet: plain fp32 FMA peak; packed f16 (HFMA2) twice that */
+  /** vendor datasheet: plain fp32 FMA peak (132 SMs x 128 lanes x 2 x 1.98 GHz) */
   fp32PeakTFlops: 67,
-  f16PeakTFlops: 134,
+  /**
+   * packed f16 (HFMA2) measured, not the datasheet's 2x of fp32: register chains reach 66.0
+   * TFLOP/s from WGSL (bench/peak.ts) and 63.8 through CUDA (dev/torch_fma_peak.py, Triton's
+   * fma.rn.f16x2), 2026-12-04 (BENCHMARKS.md session H)
+   */
+  f16PeakTFlops: 66,
+  /** the same register chains through CUDA on the same GPU (dev/torch_fma_peak.py, Triton) */
+  cudaFp32ChainsTFlops: 65.2,
+  cudaF16ChainsTFlops: 63.8,
   torchStepFp32TokS: 15841,
   torchStepFp32GiB: 63.5,
+  /** issue 11: PyTorch bf16 autocast (tensor cores), same step */
+  torchStepBf16TokS: 52574,
+  /** dev/torch_based.py, bf16 autocast, on the H200 2026-12-04 (BENCHMARKS.md session G) */
+  torchStepBf16GiB: 45.5,
 };

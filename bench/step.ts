@@ -15,7 +15,7 @@ import { paramGroup } from "../optim/groups.ts";
 import { composeConfig } from "../configs/mod.ts";
 import { Random } from "../tensor/random.ts";
 import { formatBytes } from "../errors.ts";
-import { formatProfile } from "../train/progress.ts";
+import { formatProfile, type ProfileLimits, type ProfileRow } from "../train/profile.ts";
 import { MixedPrecision, parsePrecision, type Precision } from "../train/amp.ts";
 
 export { formatProfile };
@@ -35,7 +35,7 @@ export interface StepBenchResult {
   poolPeakBytes: number;
   arenaBytes: number;
   loss: number;
-  profile?: { kernel: string; count: number; ms: number }[];
+  profile?: ProfileRow[];
 }
 
 export async function benchStep(
@@ -48,6 +48,8 @@ export async function benchStep(
     view?: string;
     overrides?: string[];
     profile?: boolean;
+    /** the adapter's measured limits, for the profile's per-class ratios */
+    limits?: ProfileLimits;
     /** trainer.precision values: 32 (default), 16-mixed, ... */
     precision?: string;
     log?: (s: string) => void;
@@ -180,7 +182,7 @@ async function benchStepWith(
     const sc = await amp.read();
     log(`f16 mixed precision: loss scale ${sc.scale}, ${sc.skipped_steps} skipped steps`);
   }
-  if (profile) log(formatProfile(profile));
+  if (profile) log(formatProfile(profile, opts.limits));
   lossT?.dispose();
   for (const b of batches) {
     b.ids.dispose();

@@ -2,7 +2,16 @@
 import type { Command } from "commander";
 import { choices, int, intList, oneOf, PRECISIONS, subcommand } from "./options.ts";
 
-const BENCHES = ["copy", "matmul", "attention", "bandwidth", "optim", "step", "generate"] as const;
+const BENCHES = [
+  "copy",
+  "peak",
+  "matmul",
+  "attention",
+  "bandwidth",
+  "optim",
+  "step",
+  "generate",
+] as const;
 
 export function benchCommand(program: Command): void {
   subcommand(program, "bench")
@@ -17,8 +26,14 @@ export function benchCommand(program: Command): void {
       "sequence lengths of the attention benchmark (integers ≥ 1)",
       intList(1),
     )
-    .option("--profile", "print the time per kernel kind of one training step")
-    .option("--filter <text>", "only matmul shapes whose name contains this (with --tune too)")
+    .option(
+      "--profile",
+      "print the time per kernel kind and class of one training step, each class against its measured limit",
+    )
+    .option(
+      "--filter <text>",
+      "only matmul shapes (with --tune too) and step views whose name contains this",
+    )
     .option(
       "--precision <p>",
       `precision of the matmul and step benchmarks: ${PRECISIONS.join(", ")} (default 32)`,

@@ -5,13 +5,7 @@ import { BasedError, formatBytes } from "../errors.ts";
 import { type DType, DTYPE_BYTES, shapeSize, shapeStr, Storage, Tensor } from "./tensor.ts";
 import { ARENA_SLOTS, type Grid, type Kernel, SLOT } from "./kernel.ts";
 import { buildPipeline } from "./pipeline.ts";
-
-const QUERIES_PER_SET = 4096;
-interface TimingState {
-  sets: { set: GPUQuerySet; names: string[] }[];
-  current: { set: GPUQuerySet; names: string[] } | null;
-  used: number;
-}
+import { dispatchFlops, DispatchTimer, type KernelTiming } from "./timing.ts";
 
 export class Engine {
   readonly device: GPUDevice;
@@ -38,7 +32,7 @@ export class Engine {
   submits = 0;
   /** when set, counts dispatches per kernel name (tests check which kernel variant ran) */
   profile: Map<string, number> | null = null;
-  #timing: TimingState | null = null;
+  #timing: DispatchTimer | null = null;
 
   constructor(readonly gpu: Gpu) {
     this.device = gpu.device;
@@ -275,7 +269,20 @@ export class Engine {
     }
     const bg = this.#bindGroup(k, bufs);
     if (this.#timing) {
-      this.#timedDispatch(k, pipeline, bg, slot, gx, gy, gz);
+      // profiling: each dispatch in its own pass, bracketed by timestamp queries
+      this.#pass?.end();
+      this.#pass = null;
+      this.#encoder ??= this.device.createCommandEncoder();
+      const work = {
+        flops: dispatchFlops(params, gz),
+        bytes: bufs.reduce((s, t) => s + t.byteLength, 0),
+      };
+      this.#timing.dispatch(this.#encoder, k.spec.name, work, (pass) => {
+        pass.setPipeline(pipeline);
+        pass.setBindGroup(0, bg, [slot * SLOT]);
+        pass.dispatchWorkgroups(gx, gy, gz);
+      });
+      this.dispatches++;
       return;
     }
     const pass = this.#beginPass();
@@ -307,89 +314,25 @@ export class Engine {
     }
   }
 
-  /** Profiling: each dispatch in its own pass, bracketed by timestamp queries. */
-  #timedDispatch(
-    k: Kernel,
-    pipeline: GPUComputePipeline,
-    bg: GPUBindGroup,
-    slot: number,
-    gx: number,
-    gy: number,
-    gz: number,
-  ): void {
-    const t = this.#timing!;
-    if (!t.current || t.used + 2 > QUERIES_PER_SET) {
-      t.current = {
-        set: this.device.createQuerySet({ type: "timestamp", count: QUERIES_PER_SET }),
-        names: [],
-      };
-      t.sets.push(t.current);
-      t.used = 0;
-    }
-    this.#pass?.end();
-    this.#encoder ??= this.device.createCommandEncoder();
-    const pass = this.#encoder.beginComputePass({
-      timestampWrites: {
-        querySet: t.current.set,
-        beginningOfPassWriteIndex: t.used,
-        endOfPassWriteIndex: t.used + 1,
-      },
-    });
-    pass.setPipeline(pipeline);
-    pass.setBindGroup(0, bg, [slot * SLOT]);
-    pass.dispatchWorkgroups(gx, gy, gz);
-    pass.end();
-    this.#pass = null;
-    t.current.names.push(k.spec.name);
-    t.used += 2;
-    this.dispatches++;
-  }
-
   /** Starts per-dispatch GPU timing (adapters with timestamp queries). */
   startTiming(): void {
     if (!this.hasTimestamps) {
       throw new BasedError("this adapter has no timestamp queries: profiling needs them");
     }
     this.flush();
-    this.#timing = { sets: [], current: null, used: 0 };
+    this.#timing = new DispatchTimer(this.device);
   }
 
-  /** Stops timing and returns GPU milliseconds and dispatch counts per kernel name. */
-  async stopTiming(): Promise<Map<string, { count: number; ms: number }>> {
+  /**
+   * Stops timing and returns, per kernel name, the dispatch count, GPU milliseconds, GEMM FLOPs
+   * and bytes bound (tensor/timing.ts).
+   */
+  async stopTiming(): Promise<Map<string, KernelTiming>> {
     const t = this.#timing;
     this.#timing = null;
-    const out = new Map<string, { count: number; ms: number }>();
-    if (!t) return out;
+    if (!t) return new Map();
     this.flush();
-    for (const qs of t.sets) {
-      const n = qs.names.length * 2;
-      if (!n) continue;
-      const resolve = this.device.createBuffer({
-        size: n * 8,
-        usage: GPUBufferUsage.QUERY_RESOLVE | GPUBufferUsage.COPY_SRC,
-      });
-      const staging = this.device.createBuffer({
-        size: n * 8,
-        usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST,
-      });
-      const enc = this.device.createCommandEncoder();
-      enc.resolveQuerySet(qs.set, 0, n, resolve, 0);
-      enc.copyBufferToBuffer(resolve, 0, staging, 0, n * 8);
-      this.device.queue.submit([enc.finish()]);
-      await staging.mapAsync(GPUMapMode.READ);
-      const ts = new BigUint64Array(staging.getMappedRange().slice(0));
-      staging.unmap();
-      qs.names.forEach((name, i) => {
-        const ms = Number(ts[2 * i + 1] - ts[2 * i]) / 1e6;
-        const r = out.get(name) ?? { count: 0, ms: 0 };
-        r.count++;
-        r.ms += ms;
-        out.set(name, r);
-      });
-      staging.destroy();
-      resolve.destroy();
-      qs.set.destroy();
-    }
+    const out = await t.resolve();
     this.checkError();
     return out;
   }

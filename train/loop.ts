@@ -24,7 +24,8 @@ import { type LMDataset, TrainSampler } from "../data/lm_dataset.ts";
 import { ensureWritableDir, latestCheckpoint, saveCheckpoint } from "./checkpoint.ts";
 import { checkShapes } from "./integrity.ts";
 import { MetricsLog, writePlots } from "./metrics.ts";
-import { formatProfile, Progress, stepLine } from "./progress.ts";
+import { Progress, stepLine } from "./progress.ts";
+import { formatProfile } from "./profile.ts";
 import { loadTuningCache } from "../kernels/matmul/mod.ts";
 import { batchCount, readSettings, type TrainSettings } from "./settings.ts";
 import { DataParallel } from "../parallel/data_parallel.ts";
@@ -320,11 +321,7 @@ async function trainWith(
       if (profiling) {
         const prof = await e.stopTiming();
         progress.log(
-          formatProfile(
-            [...prof.entries()].map(([kernel, r]) => ({ kernel, ...r })).sort((a, b) =>
-              b.ms - a.ms
-            ),
-          ),
+          formatProfile([...prof.entries()].map(([kernel, r]) => ({ kernel, ...r }))),
         );
       }
       step++;

@@ -81,21 +81,3 @@ export class Progress {
     this.#bar = null;
   }
 }
-
-/** The per-kernel-kind table of a profiled step. */
-export function formatProfile(p: { kernel: string; count: number; ms: number }[]): string {
-  const total = p.reduce((s, r) => s + r.ms, 0);
-  const lines = [
-    `profile of one step (GPU time per kernel kind; ${total.toFixed(1)} ms in ${
-      p.reduce((s, r) => s + r.count, 0)
-    } dispatches, each timed in its own pass):`,
-  ];
-  for (const r of p) {
-    lines.push(
-      `  ${r.kernel.padEnd(40)} ${String(r.count).padStart(5)} x  ${
-        r.ms.toFixed(2).padStart(9)
-      } ms  ${((100 * r.ms) / total).toFixed(1).padStart(5)}%`,
-    );
-  }
-  return lines.join("\n");
-}
