@@ -66,6 +66,25 @@ export function runPeak(
   e.run(k, { out }, { iters: p.iters, a: p.a, b: p.b, x0: p.x0, dx: p.dx }, [p.workgroups]);
 }
 
+/**
+ * GPU ms of one `call` (its dispatches): a first call (compiles), ~100 ms of calls to bring the
+ * clocks up, then the median of 5 timed batches of ~20 ms.
+ */
+export async function timeDispatches(e: Engine, call: () => void): Promise<number> {
+  const one = await e.measure(call);
+  const inner = Math.max(1, Math.min(50, Math.ceil(20 / Math.max(one, 1e-3))));
+  for (let i = 0; i < Math.min(500, Math.ceil(100 / Math.max(one, 1e-3))); i++) call();
+  const ts: number[] = [];
+  for (let r = 0; r < 5; r++) {
+    ts.push(
+      (await e.measure(() => {
+        for (let i = 0; i < inner; i++) call();
+      })) / inner,
+    );
+  }
+  return median(ts);
+}
+
 export interface PeakResult {
   precision: "f32" | "f16";
   workgroups: number;
@@ -82,19 +101,7 @@ export async function benchPeak(e: Engine, opts: { quick?: boolean } = {}): Prom
   const rows: PeakResult[] = [];
   for (const el of e.hasF16 ? ["f32", "f16"] as const : ["f32"] as const) {
     const p = { workgroups, iters, a: 0.5, b: 0.25, x0: 0.125, dx: 0.0625 };
-    const call = () => runPeak(e, el, out, p);
-    const one = await e.measure(call); // compile + warm-up
-    const inner = Math.max(1, Math.min(50, Math.ceil(20 / Math.max(one, 1e-3))));
-    for (let i = 0; i < Math.min(500, Math.ceil(100 / Math.max(one, 1e-3))); i++) call();
-    const ts: number[] = [];
-    for (let r = 0; r < 5; r++) {
-      ts.push(
-        (await e.measure(() => {
-          for (let i = 0; i < inner; i++) call();
-        })) / inner,
-      );
-    }
-    const ms = median(ts);
+    const ms = await timeDispatches(e, () => runPeak(e, el, out, p));
     rows.push({
       precision: el,
       workgroups,

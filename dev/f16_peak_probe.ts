@@ -10,7 +10,7 @@
  *   deno run -A dev/f16_peak_probe.ts
  */
 import { defineKernel, initEngine } from "../tensor/engine.ts";
-import { median } from "../bench/report.ts";
+import { timeDispatches } from "../bench/peak.ts";
 
 interface Variant {
   el: "f16" | "f32";
@@ -75,22 +75,12 @@ for (const v of variants) {
   const ops = v.chains * v.width; // multiply-adds per step
   const call = () =>
     e.run(k, { out }, { iters, a: 0.5, b: 0.25, x0: 0.125, dx: 0.0625 }, [workgroups]);
-  const one = await e.measure(call);
+  call();
   const got = await e.read(out);
   // the fixed point 0.5 per multiply-add lane once converged (iters·UNROLL ≥ 32 steps)
   const want = ops * 0.5;
   const ok = iters * UNROLL < 32 || Math.abs(got[0] - want) <= 1e-3 * want;
-  const inner = Math.max(1, Math.min(50, Math.ceil(20 / Math.max(one, 1e-3))));
-  for (let i = 0; i < Math.min(500, Math.ceil(100 / Math.max(one, 1e-3))); i++) call();
-  const ts: number[] = [];
-  for (let r = 0; r < 5; r++) {
-    ts.push(
-      (await e.measure(() => {
-        for (let i = 0; i < inner; i++) call();
-      })) / inner,
-    );
-  }
-  const ms = median(ts);
+  const ms = await timeDispatches(e, call);
   const flops = workgroups * WG * iters * UNROLL * ops * 2;
   console.log(
     `${k.spec.name.padEnd(34)} ${(flops / (ms / 1e3) / 1e12).toFixed(1).padStart(6)} TFLOP/s` +
