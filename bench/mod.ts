@@ -335,6 +335,7 @@ export async function runBench(opts: BenchOptions): Promise<void> {
     const views = (quick ? ["chunked"] : ["chunked", "quadratic", "cumsum"]).filter((v) =>
       !opts.filter || v.includes(opts.filter)
     );
+    if (!views.length) log(`step bench: no view name contains --filter ${opts.filter}`);
     for (const view of views) {
       try {
         const r = await benchStep(e, {
