@@ -44,7 +44,10 @@ const CASES: [string[], string][] = [
   [["bench", "--batch", "0"], "expected an integer ≥ 1"],
   [["bench", "--only", "matmull"], "'matmull' is not one"],
   // every benchmark the bench runs is a valid --only name (generate was missing)
-  [["bench", "--only", "matmull"], "copy, matmul, attention, bandwidth, optim, step, generate"],
+  [
+    ["bench", "--only", "matmull"],
+    "copy, peak, matmul, attention, bandwidth, optim, step, generate",
+  ],
   [["parity", "dir", "--view", "nope"], "unknown linear-attention view 'nope'"],
   [["train", "--bogus"], "unknown option '--bogus'"],
   [["plot"], "missing required argument 'run_dir'"],
