@@ -117,9 +117,11 @@ export async function runBench(opts: BenchOptions): Promise<void> {
   };
   const anchors = opts.anchors ? await readAnchors(opts.anchors) : null;
 
+  // the copy benchmark's size; also the profile's bandwidth limit below
+  const copyBytes = quick ? 64 << 20 : 1 << 30;
   let copy: CopyResult | null = null;
   if (want("copy")) {
-    const r = copy = await benchCopy(e, { bytes: quick ? 64 << 20 : 1 << 30 });
+    const r = copy = await benchCopy(e, { bytes: copyBytes });
     results.copy = r;
     rows.push({
       name: `copy ${(r.bytes / 2 ** 30).toFixed(2)} GiB`,
@@ -325,7 +327,7 @@ export async function runBench(opts: BenchOptions): Promise<void> {
     // the profile's per-class ratios: this adapter's measured FMA peaks and copy bandwidth
     if (opts.profile && e.hasTimestamps) {
       peak ??= await benchPeak(e, { quick });
-      copy ??= await benchCopy(e, { bytes: quick ? 64 << 20 : 1 << 30 });
+      copy ??= await benchCopy(e, { bytes: copyBytes });
     }
     const limits = {
       fp32TFlops: peak?.find((p) => p.precision === "f32")?.tflops,

@@ -11,6 +11,7 @@
  * float64 recurrence.
  */
 import { defineKernel, type Engine, type Kernel } from "../tensor/engine.ts";
+import type { Tensor } from "../tensor/tensor.ts";
 import { median } from "./report.ts";
 
 /** Independent vec4 chains per thread and their unrolled steps per loop iteration. */
@@ -59,7 +60,7 @@ export function peakFlops(workgroups: number, iters: number): number {
 export function runPeak(
   e: Engine,
   el: "f32" | "f16",
-  out: import("../tensor/tensor.ts").Tensor,
+  out: Tensor,
   p: { workgroups: number; iters: number; a: number; b: number; x0: number; dx: number },
 ): void {
   const k = KERNELS[el] ??= peakKernel(el);

@@ -101,12 +101,13 @@ export function profileClasses(p: ProfileRow[], limits: ProfileLimits = {}): Pro
     const row: ProfileClass = { name, count: c.count, ms: c.ms, gbps };
     if (c.flops > 0) {
       row.tflops = s > 0 ? c.flops / s / 1e12 : 0;
-      const peak = name.includes("f16") ? limits.f16TFlops : limits.fp32TFlops;
+      const f16 = name.includes("f16");
+      const peak = f16 ? limits.f16TFlops : limits.fp32TFlops;
       if (peak) {
         row.limit = {
           value: round(peak),
           unit: "TFLOP/s",
-          name: name.includes("f16") ? "packed f16 FMA peak" : "fp32 FMA peak",
+          name: f16 ? "packed f16 FMA peak" : "fp32 FMA peak",
           ratio: row.tflops / peak,
         };
       }
